@@ -1,0 +1,109 @@
+// CUDA kernels of the fused LSTM ops and their registration. The schemas are declared once, in ../lstm.cpp;
+// the per-unit math is shared with the CPU in ../cell_math.h. Introduced in notebooks/03_fused_lstm.ipynb.
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../cell_math.h"
+#include "../lstm_checks.h"
+
+namespace tl_core {
+namespace {
+
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t units) {
+  const int64_t max_blocks = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((units + kThreads - 1) / kThreads, max_blocks)));
+}
+
+// One thread per hidden unit (row b, unit j), grid-stride.
+template <typename T>
+__global__ void cell_forward_kernel(const T* __restrict__ gates, const T* __restrict__ c_prev, T* __restrict__ act,
+                                    T* __restrict__ c, T* __restrict__ h, int64_t batch, int64_t hidden) {
+  const int64_t units = batch * hidden;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = u / hidden, j = u - b * hidden;
+    const T* a = gates + b * 4 * hidden;
+    T* w = act + b * 4 * hidden;
+    cell_forward_unit(a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j], c_prev[u], &w[j], &w[hidden + j],
+                      &w[2 * hidden + j], &w[3 * hidden + j], &c[u], &h[u]);
+  }
+}
+
+template <typename T>
+__global__ void cell_backward_kernel(const T* __restrict__ grad_h, const T* __restrict__ grad_c,
+                                     const T* __restrict__ act, const T* __restrict__ c_prev,
+                                     const T* __restrict__ c, T* __restrict__ d_gates, T* __restrict__ d_c_prev,
+                                     int64_t batch, int64_t hidden) {
+  const int64_t units = batch * hidden;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = u / hidden, j = u - b * hidden;
+    const T* w = act + b * 4 * hidden;
+    T* d = d_gates + b * 4 * hidden;
+    cell_backward_unit(grad_h ? grad_h[u] : T(0), grad_c ? grad_c[u] : T(0), w[j], w[hidden + j],
+                       w[2 * hidden + j], w[3 * hidden + j], c_prev[u], c[u], &d[j], &d[hidden + j],
+                       &d[2 * hidden + j], &d[3 * hidden + j], &d_c_prev[u]);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward_cuda(const at::Tensor& gates,
+                                                                      const at::Tensor& c_prev) {
+  check_cell_forward(gates, c_prev);
+  const c10::cuda::CUDAGuard device_guard(gates.device());
+  const auto gates_c = gates.contiguous();
+  const auto c_prev_c = c_prev.contiguous();
+  auto act = at::empty_like(gates_c);
+  auto c = at::empty_like(c_prev_c);
+  auto h = at::empty_like(c_prev_c);
+  const int64_t batch = c.size(0), hidden = c.size(1);
+  if (batch * hidden == 0) return {h, c, act};
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_cell_forward_cuda", [&] {
+    cell_forward_kernel<scalar_t><<<blocks_for(batch * hidden), kThreads, 0, stream>>>(
+        gates_c.const_data_ptr<scalar_t>(), c_prev_c.const_data_ptr<scalar_t>(), act.mutable_data_ptr<scalar_t>(),
+        c.mutable_data_ptr<scalar_t>(), h.mutable_data_ptr<scalar_t>(), batch, hidden);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {h, c, act};
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(const c10::optional<at::Tensor>& grad_h,
+                                                           const c10::optional<at::Tensor>& grad_c,
+                                                           const at::Tensor& c_prev, const at::Tensor& c,
+                                                           const at::Tensor& gates_act) {
+  check_cell_backward(grad_h, grad_c, c_prev, c, gates_act);
+  const c10::cuda::CUDAGuard device_guard(c.device());
+  // A missing gradient is read as zero inside the kernel (a null pointer), so none is materialised.
+  const auto grad_h_c = grad_h.has_value() ? grad_h->contiguous() : at::Tensor();
+  const auto grad_c_c = grad_c.has_value() ? grad_c->contiguous() : at::Tensor();
+  const auto c_prev_c = c_prev.contiguous();
+  const auto c_c = c.contiguous();
+  const auto act_c = gates_act.contiguous();
+  auto d_gates = at::empty_like(act_c);
+  auto d_c_prev = at::empty_like(c_c);
+  const int64_t batch = c_c.size(0), hidden = c_c.size(1);
+  if (batch * hidden == 0) return {d_gates, d_c_prev};
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "lstm_cell_backward_cuda", [&] {
+    cell_backward_kernel<scalar_t><<<blocks_for(batch * hidden), kThreads, 0, stream>>>(
+        grad_h_c.defined() ? grad_h_c.const_data_ptr<scalar_t>() : nullptr,
+        grad_c_c.defined() ? grad_c_c.const_data_ptr<scalar_t>() : nullptr, act_c.const_data_ptr<scalar_t>(),
+        c_prev_c.const_data_ptr<scalar_t>(), c_c.const_data_ptr<scalar_t>(), d_gates.mutable_data_ptr<scalar_t>(),
+        d_c_prev.mutable_data_ptr<scalar_t>(), batch, hidden);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {d_gates, d_c_prev};
+}
+
+}  // namespace
+}  // namespace tl_core
+
+TORCH_LIBRARY_IMPL(tl_core, CUDA, m) {
+  m.impl("lstm_cell_forward", &tl_core::lstm_cell_forward_cuda);
+  m.impl("lstm_cell_backward", &tl_core::lstm_cell_backward_cuda);
+}

@@ -1,0 +1,46 @@
+"""The pinned environment: requirements.txt and environment.yml must agree, and everything is pinned."""
+
+import re
+
+import yaml
+
+from conftest import REPO
+
+
+def requirement_pins():
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            match = re.fullmatch(r"([A-Za-z0-9_.\-\[\]]+)==([\w.+\-]+)", line)
+            assert match, f"requirements.txt: {line!r} is not pinned with =="
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def conda_pins():
+    environment = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    pins = {}
+    for line in pip_section:
+        name, version = line.split("==")
+        pins[name.lower()] = version
+    return pins
+
+
+def test_every_requirement_is_pinned():
+    pins = requirement_pins()
+    assert pins["torch"] == "2.13.0"
+    for package in ("torch", "gensim", "jupyterlab", "nbval", "papermill", "pybind11", "numpy"):
+        assert package in pins, f"{package} is one of the course's named packages"
+
+
+def test_environment_yml_has_the_same_pins():
+    assert conda_pins() == requirement_pins()
+
+
+def test_torch_is_not_a_build_requirement():
+    """Build isolation would compile the extension against another torch than the installed one."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    build_system = pyproject.split("[build-system]", 1)[1].split("\n[", 1)[0]
+    assert "torch" not in build_system

@@ -1,0 +1,25 @@
+"""tl_core: the package behind the transfer-learning-for-NLP notebooks in ``notebooks/``.
+
+One concern per module (see the map in README.md). Importing ``tl_core`` is cheap: the compiled extension and
+the heavier modules load the first time one of their names is used.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "lstm_cell": "ops",
+    "lstm_cell_reference": "ops",
+    "dataset_path": "paths",
+    "DatasetNotFoundError": "paths",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'tl_core' has no attribute {name!r}")
