@@ -134,6 +134,8 @@ def test_numericalize_truncates_and_reports_lengths():
         numericalize(["x"], vocab, max_len=0)
     with pytest.raises(ValueError, match="keep must be"):
         numericalize(["x"], vocab, max_len=2, keep="middle")
+    with pytest.raises(TypeError, match="item 1 is NoneType"):
+        numericalize(["fine", None], vocab, max_len=2)
 
 
 def test_pad_collate_shapes_and_dtypes():
@@ -188,3 +190,9 @@ def test_make_loader_yields_padded_batches():
     assert sorted(seen) == [(1, 0.0), (2, 0.0), (3, 1.0), (3, 1.0)]
     unlabelled = text.make_loader(numericalize(texts, vocab, max_len=3), None, batch_size=4, shuffle=False)
     assert torch.isnan(next(iter(unlabelled))[2]).all()
+
+
+def test_the_docstring_example_is_true():
+    import doctest
+
+    assert doctest.testmod(text).failed == 0

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .paths import dataset_path
+from .text import gc_paused
 
 IMDB_SPLITS = ("train", "test", "unsup")
 #: The published sizes of the IMDB splits (the tests check them on the real data).
@@ -152,8 +153,9 @@ def load_imdb(split: str, data_dir: str | os.PathLike | None = None) -> TextData
 def _read_imdb(location: str, mtime_ns: int, size: int) -> dict[str, TextDataset]:
     """All three splits from the archive or folder at ``location`` (mtime and size key the cache)."""
     path = Path(location)
-    reviews = _imdb_reviews_from_folder(path) if path.is_dir() else _imdb_reviews_from_archive(path)
-    return _imdb_datasets(reviews, path)
+    with gc_paused():  # 100,000 small tuples and strings, no cycles: the collector would only rescan them
+        reviews = _imdb_reviews_from_folder(path) if path.is_dir() else _imdb_reviews_from_archive(path)
+        return _imdb_datasets(reviews, path)
 
 
 def _imdb_reviews_from_archive(path: Path) -> list[tuple[str, str, int, int, str]]:

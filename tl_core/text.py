@@ -12,12 +12,14 @@ Batches, as every model of the course receives them::
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import html
 import math
 import re
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
@@ -66,7 +68,7 @@ def tokenize(text: str) -> list[str]:
     """The course's one tokenizer: clean (:func:`clean_text`), lowercase, split into words and punctuation.
 
     >>> tokenize("I didn&#39;t like it.<br /><br />7/10 -- “meh”…")
-    ["i", "didn't", "like", "it", ".", "7", "/", "10", "-", "-", "“", "meh", "”", "…"]
+    ['i', "didn't", 'like', 'it', '.', '7', '/', '10', '-', '-', '“', 'meh', '”', '…']
 
     Words keep inner apostrophes (``don't``, ``it's``); an apostrophe that opens or closes a quote is a token of
     its own. Each punctuation mark is one token, so ``!!!`` is three ``!`` (how loud a review is stays visible).
@@ -82,7 +84,23 @@ def tokenize_all(texts: Iterable[str], *, progress: bool = False, desc: str = "t
 
         texts = tqdm(texts, desc=desc, unit=" texts", file=sys.stdout, mininterval=1.0,
                      total=len(texts) if hasattr(texts, "__len__") else None)
-    return [tokenize(text) for text in texts]
+    with gc_paused():
+        return [tokenize(text) for text in texts]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many containers that hold no cycles (token lists).
+
+    Left on, it rescans the growing pile of lists again and again: about 15 % of the time of tokenizing IMDB
+    (benchmarks/data.py). Reference counting still frees everything as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Vocab:
@@ -222,8 +240,14 @@ def numericalize(texts: Iterable[str | Sequence[str]], vocab: Vocab, max_len: in
         raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
     stoi = vocab.stoi
     ids = []
-    for text in texts:
-        tokens = tokenize(text) if isinstance(text, str) else text
+    for number, text in enumerate(texts):
+        if isinstance(text, str):
+            tokens = tokenize(text)
+        elif isinstance(text, (list, tuple)):
+            tokens = text
+        else:
+            raise TypeError(f"numericalize takes texts (str) or token lists; item {number} is "
+                            f"{type(text).__name__} ({text!r:.60})")
         if max_len is not None and len(tokens) > max_len:
             tokens = tokens[:max_len] if keep == "first" else tokens[-max_len:]
         ids.append(np.fromiter((stoi.get(token, UNK_ID) for token in tokens), dtype=np.int64, count=len(tokens))
