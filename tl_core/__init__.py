@@ -14,6 +14,22 @@ _EXPORTS = {
     "lstm_cell_reference": "ops",
     "dataset_path": "paths",
     "DatasetNotFoundError": "paths",
+    "TextDataset": "data",
+    "load_imdb": "data",
+    "load_target": "data",
+    "train_val_split": "data",
+    "split_target": "data",
+    "draw_labels": "data",
+    "tokenize": "text",
+    "Vocab": "text",
+    "numericalize": "text",
+    "make_loader": "text",
+    "BucketBatchSampler": "text",
+    "pad_collate": "text",
+    "train_word2vec": "embeddings",
+    "load_vectors": "embeddings",
+    "embedding_matrix": "embeddings",
+    "load_embedding_matrix": "embeddings",
 }
 
 __all__ = sorted(_EXPORTS)

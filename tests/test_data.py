@@ -1,0 +1,401 @@
+"""The datasets (tl_core/data.py): IMDB from an archive or a folder, the target loaders, splits and draws.
+
+Real-data tests use TL_DATA_DIR (the `shared_data_dir` fixture); the rest build small datasets in tmp_path.
+"""
+
+import io
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tl_core import data
+from tl_core.data import CorruptArchiveError, DataFormatError, TextDataset
+from tl_core.paths import DatasetNotFoundError
+
+# ------------------------------------------------------------------------------------------ real data
+
+
+def test_imdb_counts_labels_and_ratings(shared_data_dir):
+    counts = {}
+    for split in data.IMDB_SPLITS:
+        dataset = data.load_imdb(split, shared_data_dir)
+        counts[split] = len(dataset)
+        assert len(set(dataset.ids)) == len(dataset)
+        if split == "unsup":
+            assert dataset.labels is None and dataset.ratings is None
+            continue
+        assert dataset.label_counts() == {0: 12_500, 1: 12_500}
+        negative, positive = dataset.ratings[dataset.labels == 0], dataset.ratings[dataset.labels == 1]
+        assert set(negative.tolist()) == {1, 2, 3, 4} and set(positive.tolist()) == {7, 8, 9, 10}
+    assert counts == data.IMDB_COUNTS == {"train": 25_000, "test": 25_000, "unsup": 50_000}
+    train = data.load_imdb("train", shared_data_dir)
+    assert Counter(train.ratings[train.labels == 0].tolist()) == {1: 5_100, 2: 2_284, 3: 2_420, 4: 2_696}
+
+
+def test_imdb_duplicates_and_the_train_test_overlap(shared_data_dir):
+    train, test = data.load_imdb("train", shared_data_dir), data.load_imdb("test", shared_data_dir)
+    report = data.overlap_report(train, test)
+    assert (report.extra_copies_first, report.extra_copies_second, report.shared_texts) == (96, 199, 123)
+    assert report.conflicting_labels == 0
+    assert all(text in train.texts and text in test.texts for text in report.examples)
+
+
+def test_load_imdb_returns_copies(shared_data_dir):
+    first = data.load_imdb("test", shared_data_dir)
+    first.texts[0] = "edited"
+    assert data.load_imdb("test", shared_data_dir).texts[0] != "edited"
+
+
+@pytest.mark.parametrize("domain", ["books", "dvd", "electronics", "kitchen"])
+def test_amazon_domains(shared_data_dir, domain):
+    dataset = data.load_target(f"amazon:{domain}", shared_data_dir)
+    assert dataset.name == f"amazon:{domain}"
+    assert dataset.label_counts() == {0: 1_000, 1: 1_000}
+    assert set(dataset.ratings[dataset.labels == 0].tolist()) == {1, 2}
+    assert set(dataset.ratings[dataset.labels == 1].tolist()) == {4, 5}
+    assert all(text.strip() for text in dataset.texts) and len(dataset.titles) == 2_000
+
+
+def test_amazon_counts_match_the_readme(shared_data_dir):
+    kitchen = data.load_target("amazon:kitchen", shared_data_dir)
+    assert Counter(kitchen.ratings[kitchen.labels == 1].tolist()) == {4: 246, 5: 754}
+    # bare '&' is kept: the kitchen files have thousands (mostly in product names), some in the review texts
+    assert sum("&" in text for text in kitchen.texts) > 10
+    assert not any("<review_text>" in text or "</" in text for text in kitchen.texts)
+
+
+def test_sst2(shared_data_dir):
+    sst2 = data.load_target("sst2", shared_data_dir)
+    assert len(sst2) == 67_349 + 872 and len(sst2.fixed_test) == 872
+    split = data.split_target(sst2)
+    assert split.test.label_counts() == {0: 428, 1: 444}
+    assert len(split.pool) == 67_349 and split.pool.label_counts() == {0: 29_780, 1: 37_569}
+    assert not any(text.endswith(" ") for text in sst2.texts[:100])
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="TL_DATA_DIR"):
+        data.load_target("amazon:books", tmp_path)
+
+
+# --------------------------------------------------------------------- synthetic IMDB, both layouts
+
+REVIEWS = {  # path inside aclImdb/ -> text
+    "train/neg/0_1.txt": "Awful.<br /><br />Truly awful.",
+    "train/neg/1_4.txt": "Not good, not terrible.",
+    "train/pos/1_10.txt": "A masterpiece!",
+    "train/pos/0_7.txt": "Pretty good – with a café scene.",
+    "train/unsup/0_0.txt": "Unlabelled review.",
+    "train/unsup/1_0.txt": "Another one.",
+    "test/neg/0_2.txt": "Boring.",
+    "test/pos/0_9.txt": "Loved it.",
+}
+EXTRAS = {"README": "not a review", "imdb.vocab": "a\nb\n", "train/urls_pos.txt": "http://x\n",
+          "imdbEr.txt": "0.1\n"}
+
+
+def write_imdb_folder(root: Path, reviews=REVIEWS) -> Path:
+    for relative, text in {**reviews, **EXTRAS}.items():
+        path = root / "aclImdb" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return root
+
+
+def write_imdb_archive(root: Path, reviews=REVIEWS, padding: int = 0) -> Path:
+    """The layout of aclImdb_v1.tar.gz; `padding` adds incompressible unsup reviews to make the archive long."""
+    root.mkdir(parents=True, exist_ok=True)
+    members = {**reviews, **EXTRAS}
+    rng = np.random.default_rng(0)
+    for index in range(padding):
+        members[f"train/unsup/{index + 2}_0.txt"] = rng.integers(97, 123, 4000).astype(np.uint8).tobytes()
+    with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as archive:
+        for relative, text in members.items():
+            payload = text.encode("utf-8") if isinstance(text, str) else text
+            info = tarfile.TarInfo(f"aclImdb/{relative}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    return root
+
+
+@pytest.mark.parametrize("layout", ["archive", "folder"])
+def test_imdb_layouts_read_the_same(tmp_path, layout):
+    root = write_imdb_archive(tmp_path) if layout == "archive" else write_imdb_folder(tmp_path)
+    train = data.load_imdb("train", root)
+    assert train.name == "imdb:train"
+    assert train.ids == ["train/neg/0", "train/neg/1", "train/pos/0", "train/pos/1"]  # negatives first, by id
+    assert train.texts == [REVIEWS["train/neg/0_1.txt"], REVIEWS["train/neg/1_4.txt"],
+                           REVIEWS["train/pos/0_7.txt"], REVIEWS["train/pos/1_10.txt"]]
+    assert train.labels.tolist() == [0, 0, 1, 1] and train.ratings.tolist() == [1, 4, 7, 10]
+    test = data.load_imdb("test", root)
+    assert test.texts == ["Boring.", "Loved it."] and test.ratings.tolist() == [2, 9]
+    unsup = data.load_imdb("unsup", root)
+    assert unsup.texts == ["Unlabelled review.", "Another one."] and unsup.labels is None
+    assert unsup.ids == ["train/unsup/0", "train/unsup/1"]
+
+
+def test_extracted_folder_is_used_when_there_is_no_archive(tmp_path):
+    write_imdb_folder(tmp_path)
+    assert len(data.load_imdb("train", tmp_path)) == 4
+
+
+def test_bad_split_name():
+    with pytest.raises(ValueError, match="split must be one of train, test, unsup; got 'dev'"):
+        data.load_imdb("dev")
+
+
+def test_truncated_archive_is_a_clear_error(tmp_path):
+    archive = write_imdb_archive(tmp_path, padding=40) / "aclImdb_v1.tar.gz"
+    content = archive.read_bytes()
+    archive.write_bytes(content[:len(content) // 2])
+    with pytest.raises(CorruptArchiveError, match="truncated or corrupt") as error:
+        data.load_imdb("train", tmp_path)
+    assert str(archive) in str(error.value) and "TL_DATA_DIR" in str(error.value)
+
+
+def test_corrupt_archive_is_a_clear_error(tmp_path):
+    archive = write_imdb_archive(tmp_path, padding=40) / "aclImdb_v1.tar.gz"
+    content = bytearray(archive.read_bytes())
+    middle = len(content) // 2
+    content[middle:middle + 64] = bytes(64)  # zeros over the deflate stream
+    archive.write_bytes(bytes(content))
+    with pytest.raises(CorruptArchiveError, match="truncated or corrupt"):
+        data.load_imdb("unsup", tmp_path)
+
+
+def test_not_a_gzip_file_is_a_clear_error(tmp_path):
+    (tmp_path / "aclImdb_v1.tar.gz").write_bytes(b"<html>404 Not Found</html>")
+    with pytest.raises(CorruptArchiveError, match="truncated or corrupt"):
+        data.load_imdb("train", tmp_path)
+
+
+def test_incomplete_layout_is_a_clear_error(tmp_path):
+    reviews = {key: value for key, value in REVIEWS.items() if not key.startswith("test/")}
+    write_imdb_folder(tmp_path, reviews)
+    with pytest.raises(DataFormatError, match="nothing for test/neg, test/pos"):
+        data.load_imdb("train", tmp_path)
+
+
+def test_missing_review_files_are_a_clear_error(tmp_path):
+    reviews = dict(REVIEWS)
+    reviews["train/pos/3_8.txt"] = "ids 2 is missing"
+    write_imdb_archive(tmp_path, reviews)
+    with pytest.raises(DataFormatError, match=r"train/pos has 3 reviews but ids up to 3; missing ids \[2\]"):
+        data.load_imdb("train", tmp_path)
+
+
+def test_undecodable_review_is_a_clear_error(tmp_path):
+    reviews = dict(REVIEWS)
+    reviews["test/pos/0_9.txt"] = "caf\xe9".encode("latin-1")
+    write_imdb_archive(tmp_path, reviews)
+    with pytest.raises(DataFormatError, match="test/pos/0_9.txt in the IMDB archive is not valid UTF-8"):
+        data.load_imdb("test", tmp_path)
+
+
+# ------------------------------------------------------------------------------ Amazon, synthetic
+
+AMAZON_REVIEW = """<review>
+<unique_id>
+B0001:title:someone
+</unique_id>
+<product_name>
+Pots & Pans: Kitchen & Housewares
+</product_name>
+<helpful>
+
+</helpful>
+<rating>
+{rating}
+</rating>
+<title>
+{title}
+</title>
+<review_text>
+{text}
+</review_text>
+</review>
+"""
+
+
+def write_amazon(root: Path, domain: str, positive: list[str], negative: list[str]) -> Path:
+    folder = root / "multi_domain_sentiment" / "sorted_data_acl" / domain
+    folder.mkdir(parents=True)
+    for name, texts, rating in (("positive", positive, "5.0"), ("negative", negative, "1.0")):
+        (folder / f"{name}.review").write_text(
+            "".join(AMAZON_REVIEW.format(rating=rating, title=f"title {i}", text=text) for i, text in enumerate(texts)),
+            encoding="utf-8")
+    return root
+
+
+def test_amazon_parsing_keeps_bare_ampersands_titles_and_ratings(tmp_path):
+    write_amazon(tmp_path, "kitchen_&_housewares", ["Salt & pepper <3 it", "Great &quot;pan&quot;"],
+                 ["Broke after R&D\n\nsecond paragraph"])
+    kitchen = data.load_target("amazon:kitchen", tmp_path)
+    assert kitchen.texts == ["Broke after R&D\n\nsecond paragraph", "Salt & pepper <3 it", "Great &quot;pan&quot;"]
+    assert kitchen.labels.tolist() == [0, 1, 1] and kitchen.ratings.tolist() == [1, 5, 5]
+    assert kitchen.titles == ["title 0", "title 0", "title 1"]
+    assert kitchen.ids == ["negative/0", "positive/0", "positive/1"]
+
+
+def test_amazon_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown Amazon domain 'toys'.*amazon:kitchen"):
+        data.load_target("amazon:toys", tmp_path)
+    write_amazon(tmp_path, "books", ["fine"], ["bad"])
+    (tmp_path / "multi_domain_sentiment/sorted_data_acl/books/negative.review").write_text("no reviews here")
+    with pytest.raises(DataFormatError, match="no <review>"):
+        data.load_target("amazon:books", tmp_path)
+
+
+# ------------------------------------------------------------------------ a user's own target file
+
+
+def write(path: Path, content: str | bytes) -> str:
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return str(path)
+
+
+def test_csv_target_with_quotes_and_word_labels(tmp_path):
+    spec = write(tmp_path / "mine.csv", '\ufeffid,text,label\n1,"Good, really ""good""\nsecond line",Positive\n'
+                                        "2,Bad.,neg\n3,Fine,1\n")
+    dataset = data.load_target(spec)
+    assert dataset.name == "mine.csv"
+    assert dataset.texts == ['Good, really "good"\nsecond line', "Bad.", "Fine"]
+    assert dataset.labels.tolist() == [1, 0, 1] and dataset.ids == ["0", "1", "2"]
+
+
+def test_tsv_and_jsonl_targets(tmp_path):
+    tsv = data.load_target(write(tmp_path / "t.tsv", "label\ttext\n0\tmeh\n1\tyay, great\n"))
+    assert tsv.texts == ["meh", "yay, great"] and tsv.labels.tolist() == [0, 1]
+    jsonl = data.load_target(write(tmp_path / "t.jsonl", '{"text": "ok", "label": 1}\n\n'
+                                                         '{"text": "no", "label": "negative", "extra": 3}\n'))
+    assert jsonl.texts == ["ok", "no"] and jsonl.labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("cols.csv", "review,sentiment\nx,1\n", r"no column 'text'; columns found: \['review', 'sentiment'\]"),
+    ("cols.jsonl", '{"text": "x", "stars": 5}\n', r"no 'label' key; keys found: \['text', 'stars'\]"),
+    ("labels.csv", "text,label\na,1\nb,neutral\nc,2\n",
+     r"labels must be binary, 0/1, negative/positive or neg/pos; got 'neutral' \(line 3\), '2' \(line 4\)"),
+    ("labels.jsonl", '{"text": "a", "label": 0.5}\n{"text": "b", "label": 1}\n', r"got 0.5 \(line 1\)"),
+    ("one_class.tsv", "text\tlabel\na\tpos\nb\tpositive\n", "every row has label positive"),
+    ("empty.csv", "", "is empty"),
+    ("blank.jsonl", "\n  \n", "is empty"),
+    ("header_only.csv", "text,label\n", "has a header .* but no rows"),
+    ("empty_text.csv", "text,label\n,1\n", "line 2: the text is missing or empty"),
+    ("short_row.csv", "text,label\nonly text\n", "labels must be binary.*None"),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": oops}\n', "line 2 is not valid JSON"),
+    ("list.jsonl", '["a", 1]\n', "line 1: expected a JSON object"),
+])
+def test_bad_target_files_give_clear_errors(tmp_path, name, content, message):
+    with pytest.raises(DataFormatError, match=message):
+        data.load_target(write(tmp_path / name, content))
+
+
+def test_undecodable_target_names_the_encoding_and_the_fix(tmp_path):
+    spec = write(tmp_path / "latin.csv", "text,label\nna\xefve,1\nbad,0\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"cannot be decoded as utf-8: byte b'\\xef' at offset 13 \(line 2\)"
+                                              r".*encoding='latin-1'"):
+        data.load_target(spec)
+    assert data.load_target(spec, encoding="latin-1").texts == ["na\xefve", "bad"]
+
+
+def test_missing_file_and_unknown_spec(tmp_path):
+    with pytest.raises(FileNotFoundError, match="target file .*nothere.csv does not exist"):
+        data.load_target(str(tmp_path / "nothere.csv"))
+    with pytest.raises(ValueError, match=r"unknown target 'reviews.xlsx'.*\.csv, \.tsv, \.jsonl"):
+        data.load_target("reviews.xlsx")
+    with pytest.raises(ValueError, match="unknown target 'imdb'"):
+        data.load_target("imdb")
+
+
+# ----------------------------------------------------------------------------------------- splits
+
+
+def balanced(count: int, positive_share: float = 0.5, name: str = "toy") -> TextDataset:
+    labels = (np.arange(count) < round(count * positive_share)).astype(int)
+    return TextDataset(name=name, texts=[f"text {i}" for i in range(count)], labels=labels,
+                       ids=[str(i) for i in range(count)])
+
+
+def test_train_val_split_is_stratified_seeded_and_disjoint():
+    dataset = balanced(1000, positive_share=0.3)
+    train, val = data.train_val_split(dataset, val_fraction=0.1, seed=7)
+    assert (len(train), len(val)) == (900, 100)
+    assert val.label_counts() == {0: 70, 1: 30} and train.label_counts() == {0: 630, 1: 270}
+    assert not set(train.ids) & set(val.ids)
+    assert data.train_val_split(dataset, 0.1, seed=7)[1].ids == val.ids
+    assert data.train_val_split(dataset, 0.1, seed=8)[1].ids != val.ids
+    assert val.name == "toy/val"
+
+
+def test_train_val_split_bad_input():
+    with pytest.raises(ValueError, match="val_fraction must be a number strictly between 0 and 1, got 1.5"):
+        data.train_val_split(balanced(10), 1.5)
+    unlabelled = TextDataset("u", ["a", "b"], None, ["0", "1"])
+    with pytest.raises(ValueError, match="needs labels, but u is unlabelled"):
+        data.train_val_split(unlabelled, 0.5)
+
+
+def test_target_split_is_fixed_stratified_and_never_overlaps_the_pool():
+    dataset = balanced(2000, name="amazon:kitchen")
+    split = data.split_target(dataset)
+    assert split.test.label_counts() == {0: 200, 1: 200} and len(split.pool) == 1600  # Blitzer's 1,600 / 400
+    assert not set(split.test.ids) & set(split.pool.ids)
+    assert data.split_target(dataset).test.ids == split.test.ids  # the same every time
+    assert split.test.name == "amazon:kitchen/test"
+
+
+def test_target_split_uses_a_published_test_set():
+    dataset = balanced(10)
+    dataset.fixed_test = np.array([0, 9])
+    split = data.split_target(dataset)
+    assert split.test.ids == ["0", "9"] and len(split.pool) == 8
+
+
+def test_draws_are_stratified_seeded_nested_and_never_test():
+    split = data.split_target(balanced(2000, positive_share=0.7))
+    pool = split.pool
+    draw = data.draw_labels(pool, 100, seed=1)
+    assert len(draw) == 100 and draw.label_counts() == {0: 30, 1: 70}
+    assert data.draw_labels(pool, 100, seed=1).ids == draw.ids
+    assert data.draw_labels(pool, 100, seed=2).ids != draw.ids
+    assert set(draw.ids) <= set(data.draw_labels(pool, 400, seed=1).ids)  # nested for one seed
+    for seed in range(3):
+        for n_labels in (1, 50, 1600):
+            assert not set(data.draw_labels(pool, n_labels, seed).ids) & set(split.test.ids)
+    assert sorted(data.draw_labels(pool, len(pool), seed=0).ids) == sorted(pool.ids)
+    assert data.draw_labels(pool, 7, seed=0).name.endswith("/n7-seed0")
+
+
+def test_draw_bad_n_labels():
+    pool = data.split_target(balanced(100)).pool
+    for bad in (0, 81, 2.5, True):
+        with pytest.raises(ValueError, match="n_labels must be an int from 1 to the pool size 80"):
+            data.draw_labels(pool, bad, seed=0)
+
+
+def test_label_allocation_sums_and_follows_the_balance():
+    assert data.label_allocation({0: 300, 1: 700}, 10) == {0: 3, 1: 7}
+    assert data.label_allocation({0: 1, 1: 2}, 2) == {0: 1, 1: 1}
+    for n in range(1, 60):
+        allocation = data.label_allocation({0: 17, 1: 42}, n)
+        assert sum(allocation.values()) == n and allocation[0] <= 17 and allocation[1] <= 42
+
+
+def test_text_dataset_checks_itself():
+    with pytest.raises(ValueError, match="2 ids for 1 texts"):
+        TextDataset("x", ["a"], [1], ["0", "1"])
+    with pytest.raises(ValueError, match="labels must be 0 or 1"):
+        TextDataset("x", ["a"], [2], ["0"])
+    subset = balanced(4).subset([3, 0])
+    assert subset.texts == ["text 3", "text 0"] and subset.labels.tolist() == [0, 1]
+
+
+def test_json_lines_numbers_and_booleans(tmp_path):
+    rows = [{"text": "a", "label": True}, {"text": "b", "label": 0}, {"text": "c", "label": 1.0}]
+    spec = write(tmp_path / "b.jsonl", "\n".join(json.dumps(row) for row in rows))
+    assert data.load_target(spec).labels.tolist() == [1, 0, 1]
