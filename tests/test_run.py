@@ -223,3 +223,20 @@ def test_compare_tabulates_runs(course, tmp_path, capsys):
     assert "| run | s1 | s2 |" in table and "| param.seed | 1 | 2 |" in table
     assert "| toy.accuracy | 0.625 | 0.75 |" in table
     assert (tmp_path / "c.md").read_text().strip() == table.strip()
+
+
+def test_target_is_checked_and_a_relative_path_made_absolute(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "params").mkdir(parents=True)
+    (notebooks / "params" / "quick.yaml").write_text("")
+    write_notebook(notebooks / "05_target.ipynb", 'run_dir = "x"\ntarget = "amazon:kitchen"  # a target spec')
+    with pytest.raises(run.ParameterError, match=r"target='amazon:toys': unknown Amazon domain 'toys'"):
+        run.plan("quick", {"target": "amazon:toys"}, notebooks_dir=notebooks)
+    with pytest.raises(run.ParameterError, match=r"target file .*mine.csv does not exist"):
+        run.plan("quick", {"target": "mine.csv"}, notebooks_dir=notebooks)
+    (tmp_path / "mine.csv").write_text("text,label\ngood,1\nbad,0\n")
+    monkeypatch.chdir(tmp_path)
+    planned = run.plan("quick", {"target": "mine.csv"}, run_dir=tmp_path / "o", notebooks_dir=notebooks)
+    assert planned.notebook_parameters["05_target"]["target"] == str(tmp_path / "mine.csv")
+    assert run.plan("quick", {"target": "amazon:kitchen_&_housewares"}, run_dir=tmp_path / "o",
+                    notebooks_dir=notebooks).parameters["target"] == "amazon:kitchen"

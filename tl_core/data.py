@@ -301,18 +301,32 @@ def load_target(spec: str, data_dir: str | os.PathLike | None = None, *, encodin
 
     ``encoding`` applies to a user's file (the datasets are UTF-8). Introduced in notebooks/01_data.ipynb.
     """
+    text_spec = check_target_spec(spec)
+    if text_spec.startswith("amazon:"):
+        domain = text_spec.split(":", 1)[1]
+        return _load_amazon(dataset_path("amazon", data_dir) / AMAZON_DOMAINS[domain], text_spec)
+    if text_spec == "sst2":
+        return _load_sst2(dataset_path("sst2", data_dir))
+    return _load_table_target(Path(text_spec), encoding)
+
+
+def check_target_spec(spec: str | os.PathLike) -> str:
+    """Check a target spec without reading any data, and return it normalised: ``amazon:<domain>`` with the
+    short domain name, ``sst2``, or a file path made absolute (relative paths are read from the current folder).
+    Raises ValueError (unknown spec) or FileNotFoundError (no such file). The runner checks ``target`` with it
+    before anything runs. Introduced in notebooks/01_data.ipynb."""
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"target spec must be a str or path, got {type(spec).__name__}")
     text_spec = os.fspath(spec)
     if text_spec.startswith("amazon:"):
         domain = text_spec.split(":", 1)[1]
-        folder = AMAZON_DOMAINS.get(domain) or (domain if domain in AMAZON_DOMAINS.values() else None)
-        if folder is None:
+        short = {folder: name for name, folder in AMAZON_DOMAINS.items()}.get(domain, domain)
+        if short not in AMAZON_DOMAINS:
             raise ValueError(f"unknown Amazon domain {domain!r} in {text_spec!r}; domains: "
                              f"{', '.join('amazon:' + name for name in AMAZON_DOMAINS)}")
-        return _load_amazon(dataset_path("amazon", data_dir) / folder, f"amazon:{domain.split('_')[0]}")
+        return f"amazon:{short}"
     if text_spec == "sst2":
-        return _load_sst2(dataset_path("sst2", data_dir))
+        return text_spec
     path = Path(text_spec).expanduser()
     if path.suffix.lower() not in TARGET_FILE_SUFFIXES:
         raise ValueError(f"unknown target {text_spec!r}: expected one of "
@@ -321,7 +335,7 @@ def load_target(spec: str, data_dir: str | os.PathLike | None = None, *, encodin
     if not path.is_file():
         raise FileNotFoundError(f"target file {path} does not exist (resolved from {text_spec!r} in "
                                 f"{Path.cwd()}); give the path of a {path.suffix} file with 'text' and 'label' columns")
-    return _load_table_target(path, encoding)
+    return str(path.resolve())
 
 
 def _decode(path: Path, data: bytes, encoding: str) -> str:

@@ -174,6 +174,13 @@ def _target_spec(value: Any) -> str | None:
     return None
 
 
+def _normalised_target(value: Any) -> Any:
+    """A target file path made absolute from the folder the runner was started in (notebooks run elsewhere)."""
+    from .data import check_target_spec
+
+    return check_target_spec(value) if isinstance(value, str) else value
+
+
 def _positive_int(value: Any) -> str | None:
     return None if isinstance(value, int) and value >= 1 else "must be a whole number >= 1"
 
@@ -192,6 +199,9 @@ VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "n_labels_grid": _positive_ints,
     "seeds": _positive_ints,
 }
+
+#: Values rewritten once they have passed the checks, by parameter name.
+VALUE_NORMALISERS: dict[str, Callable[[Any], Any]] = {"target": _normalised_target}
 
 
 def check_parameters(notebooks: list[Notebook], parameters: dict[str, Any]) -> None:
@@ -258,6 +268,8 @@ def plan(profile: str = "quick", overrides: dict[str, Any] | None = None, only: 
     notebooks = select(discover_notebooks(notebooks_dir), only)
     parameters = {**load_profile(profile, Path(notebooks_dir) / "params"), **(overrides or {})}
     check_parameters(notebooks, parameters)
+    parameters = {name: VALUE_NORMALISERS[name](value) if name in VALUE_NORMALISERS else value
+                  for name, value in parameters.items()}
     if reuse is not None and not Path(reuse).is_dir():
         raise ParameterError(f"--reuse {reuse}: no such run directory")
     run_path = Path(run_dir) if run_dir is not None else RUNS / profile
