@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "../cell_math.h"
+#include "../layer.h"
 #include "../lstm_checks.h"
 
 namespace tl_core {
@@ -100,10 +101,100 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cuda(const c10::optional<a
   return {d_gates, d_c_prev};
 }
 
+// ---- the layer's step kernels (../layer.h): one thread per hidden unit of the active rows --------------------
+
+// Forward step, in place on the layer's buffers: pre-activations -> activated gates, the state updated, h and c
+// also written into the output and the saved cell states, and the state the step started from into h_prev_out.
+template <typename T>
+__global__ void layer_forward_kernel(T* __restrict__ gates_act, T* __restrict__ c_state, T* __restrict__ h_state,
+                                     T* __restrict__ h_prev_out, T* __restrict__ c_out, T* __restrict__ h_out,
+                                     int64_t rows, int64_t hidden) {
+  const int64_t units = rows * hidden;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = u / hidden, j = u - b * hidden;
+    T* g = gates_act + b * 4 * hidden;
+    T i, f, gg, o, c, h;
+    h_prev_out[u] = h_state[u];
+    cell_forward_unit(g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j], c_state[u], &i, &f, &gg, &o, &c,
+                      &h);
+    g[j] = i;
+    g[hidden + j] = f;
+    g[2 * hidden + j] = gg;
+    g[3 * hidden + j] = o;
+    c_state[u] = c;
+    c_out[u] = c;
+    h_state[u] = h;
+    h_out[u] = h;
+  }
+}
+
+// Backward step: rows below `continuing` started from the previous step's cell state, the others from c0. The
+// gradient of c is carried in place (in: of c, out: of c_prev); grad_output may be null (no output gradient).
+template <typename T>
+__global__ void layer_backward_kernel(const T* __restrict__ grad_h, const T* __restrict__ grad_output,
+                                      T* __restrict__ grad_c, const T* __restrict__ act,
+                                      const T* __restrict__ c_prev_continuing, const T* __restrict__ c_prev_initial,
+                                      int64_t continuing, const T* __restrict__ c, T* __restrict__ d_gates,
+                                      int64_t rows, int64_t hidden) {
+  const int64_t units = rows * hidden;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = u / hidden, j = u - b * hidden;
+    const T* w = act + b * 4 * hidden;
+    T* d = d_gates + b * 4 * hidden;
+    const T c_prev = b < continuing ? c_prev_continuing[u] : c_prev_initial[u];
+    const T gh = grad_output ? grad_h[u] + grad_output[u] : grad_h[u];
+    cell_backward_unit(gh, grad_c[u], w[j], w[hidden + j], w[2 * hidden + j], w[3 * hidden + j], c_prev, c[u],
+                       &d[j], &d[hidden + j], &d[2 * hidden + j], &d[3 * hidden + j], &grad_c[u]);
+  }
+}
+
+// The CUDA step kernels for layer.h, launched on PyTorch's current stream (the GEMMs between them run there too,
+// so the loop over time never waits for the GPU).
+struct CudaLayerCell {
+  template <typename T>
+  static void forward_step(T* gates_act, T* c_state, T* h_state, T* h_prev_out, T* c_out, T* h_out, int64_t rows,
+                           int64_t hidden) {
+    layer_forward_kernel<T><<<blocks_for(rows * hidden), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        gates_act, c_state, h_state, h_prev_out, c_out, h_out, rows, hidden);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  template <typename T>
+  static void backward_step(const T* grad_h, const T* grad_output, T* grad_c, const T* act,
+                            const T* c_prev_continuing, const T* c_prev_initial, int64_t continuing, const T* c,
+                            T* d_gates, int64_t rows, int64_t hidden) {
+    layer_backward_kernel<T><<<blocks_for(rows * hidden), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        grad_h, grad_output, grad_c, act, c_prev_continuing, c_prev_initial, continuing, c, d_gates, rows, hidden);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cuda(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, bool reverse) {
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  return layer_forward<CudaLayerCell>(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cuda(
+    const c10::optional<at::Tensor>& grad_output, const c10::optional<at::Tensor>& grad_h_n,
+    const c10::optional<at::Tensor>& grad_c_n, const at::Tensor& input, const at::Tensor& batch_sizes,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates_act,
+    const at::Tensor& cells, const at::Tensor& hidden_prev, bool reverse) {
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  return layer_backward<CudaLayerCell>(grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh,
+                                       gates_act, cells, hidden_prev, reverse);
+}
+
 }  // namespace
 }  // namespace tl_core
 
 TORCH_LIBRARY_IMPL(tl_core, CUDA, m) {
   m.impl("lstm_cell_forward", &tl_core::lstm_cell_forward_cuda);
   m.impl("lstm_cell_backward", &tl_core::lstm_cell_backward_cuda);
+  m.impl("lstm_layer_forward", &tl_core::lstm_layer_forward_cuda);
+  m.impl("lstm_layer_backward", &tl_core::lstm_layer_backward_cuda);
 }
