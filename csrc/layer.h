@@ -16,6 +16,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/DeviceGuard.h>
 
 #include <tuple>
 #include <vector>
@@ -33,6 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
     const c10::optional<at::Tensor>& b_hh, bool reverse) {
   check_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh);
+  const c10::OptionalDeviceGuard device_guard(at::device_of(input));
   const PackedSteps steps(batch_sizes, input.size(0), h0.size(0));
   const int64_t hidden = h0.size(1);
 
@@ -84,6 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& cells, const at::Tensor& hidden_prev, bool reverse) {
   check_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh, gates_act, cells,
                        hidden_prev);
+  const c10::OptionalDeviceGuard device_guard(at::device_of(input));
   const PackedSteps steps(batch_sizes, input.size(0), c0.size(0));
   const int64_t hidden = c0.size(1);
   const auto act = gates_act.contiguous();

@@ -282,22 +282,6 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_backward_cpu(const c10::optional<at
   return {d_gates, d_c_prev};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cpu(
-    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, bool reverse) {
-  return layer_forward<CpuLayerCell>(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cpu(
-    const c10::optional<at::Tensor>& grad_output, const c10::optional<at::Tensor>& grad_h_n,
-    const c10::optional<at::Tensor>& grad_c_n, const at::Tensor& input, const at::Tensor& batch_sizes,
-    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates_act,
-    const at::Tensor& cells, const at::Tensor& hidden_prev, bool reverse) {
-  return layer_backward<CpuLayerCell>(grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh,
-                                      gates_act, cells, hidden_prev, reverse);
-}
-
 }  // namespace
 }  // namespace tl_core
 
@@ -323,8 +307,8 @@ TORCH_LIBRARY(tl_core, m) {
 TORCH_LIBRARY_IMPL(tl_core, CPU, m) {
   m.impl("lstm_cell_forward", &tl_core::lstm_cell_forward_cpu);
   m.impl("lstm_cell_backward", &tl_core::lstm_cell_backward_cpu);
-  m.impl("lstm_layer_forward", &tl_core::lstm_layer_forward_cpu);
-  m.impl("lstm_layer_backward", &tl_core::lstm_layer_backward_cpu);
+  m.impl("lstm_layer_forward", &tl_core::layer_forward<tl_core::CpuLayerCell>);
+  m.impl("lstm_layer_backward", &tl_core::layer_backward<tl_core::CpuLayerCell>);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

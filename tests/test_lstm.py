@@ -14,6 +14,16 @@ from conftest import DEVICES
 from tl_core import FusedLSTM, ops
 
 TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+
+
+@pytest.fixture(autouse=True)
+def full_float32_precision():
+    """cuDNN's LSTM may use TF32 tensor cores for float32 by default (about 1e-3 relative error); parity at 1e-5
+    needs true float32 products on both sides."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 INPUT_SIZE, HIDDEN_SIZE = 5, 4
 
 

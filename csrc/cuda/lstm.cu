@@ -20,19 +20,27 @@ int blocks_for(int64_t units) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((units + kThreads - 1) / kThreads, max_blocks)));
 }
 
-// One thread per hidden unit (row b, unit j), grid-stride.
+// Runs body(u, b, j) for every hidden unit u = b * hidden + j of a (rows, hidden) state: one thread per unit,
+// grid-stride, so any grid size covers any batch.
+template <typename Body>
+__device__ __forceinline__ void for_each_unit(int64_t rows, int64_t hidden, Body body) {
+  const int64_t units = rows * hidden;
+  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = u / hidden;
+    body(u, b, u - b * hidden);
+  }
+}
+
 template <typename T>
 __global__ void cell_forward_kernel(const T* __restrict__ gates, const T* __restrict__ c_prev, T* __restrict__ act,
                                     T* __restrict__ c, T* __restrict__ h, int64_t batch, int64_t hidden) {
-  const int64_t units = batch * hidden;
-  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = u / hidden, j = u - b * hidden;
+  for_each_unit(batch, hidden, [&](int64_t u, int64_t b, int64_t j) {
     const T* a = gates + b * 4 * hidden;
     T* w = act + b * 4 * hidden;
     cell_forward_unit(a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j], c_prev[u], &w[j], &w[hidden + j],
                       &w[2 * hidden + j], &w[3 * hidden + j], &c[u], &h[u]);
-  }
+  });
 }
 
 template <typename T>
@@ -40,16 +48,13 @@ __global__ void cell_backward_kernel(const T* __restrict__ grad_h, const T* __re
                                      const T* __restrict__ act, const T* __restrict__ c_prev,
                                      const T* __restrict__ c, T* __restrict__ d_gates, T* __restrict__ d_c_prev,
                                      int64_t batch, int64_t hidden) {
-  const int64_t units = batch * hidden;
-  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = u / hidden, j = u - b * hidden;
+  for_each_unit(batch, hidden, [&](int64_t u, int64_t b, int64_t j) {
     const T* w = act + b * 4 * hidden;
     T* d = d_gates + b * 4 * hidden;
     cell_backward_unit(grad_h ? grad_h[u] : T(0), grad_c ? grad_c[u] : T(0), w[j], w[hidden + j],
                        w[2 * hidden + j], w[3 * hidden + j], c_prev[u], c[u], &d[j], &d[hidden + j],
                        &d[2 * hidden + j], &d[3 * hidden + j], &d_c_prev[u]);
-  }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward_cuda(const at::Tensor& gates,
@@ -109,10 +114,7 @@ template <typename T>
 __global__ void layer_forward_kernel(T* __restrict__ gates_act, T* __restrict__ c_state, T* __restrict__ h_state,
                                      T* __restrict__ h_prev_out, T* __restrict__ c_out, T* __restrict__ h_out,
                                      int64_t rows, int64_t hidden) {
-  const int64_t units = rows * hidden;
-  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = u / hidden, j = u - b * hidden;
+  for_each_unit(rows, hidden, [&](int64_t u, int64_t b, int64_t j) {
     T* g = gates_act + b * 4 * hidden;
     T i, f, gg, o, c, h;
     h_prev_out[u] = h_state[u];
@@ -126,7 +128,7 @@ __global__ void layer_forward_kernel(T* __restrict__ gates_act, T* __restrict__ 
     c_out[u] = c;
     h_state[u] = h;
     h_out[u] = h;
-  }
+  });
 }
 
 // Backward step: rows below `continuing` started from the previous step's cell state, the others from c0. The
@@ -137,17 +139,14 @@ __global__ void layer_backward_kernel(const T* __restrict__ grad_h, const T* __r
                                       const T* __restrict__ c_prev_continuing, const T* __restrict__ c_prev_initial,
                                       int64_t continuing, const T* __restrict__ c, T* __restrict__ d_gates,
                                       int64_t rows, int64_t hidden) {
-  const int64_t units = rows * hidden;
-  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = u / hidden, j = u - b * hidden;
+  for_each_unit(rows, hidden, [&](int64_t u, int64_t b, int64_t j) {
     const T* w = act + b * 4 * hidden;
     T* d = d_gates + b * 4 * hidden;
     const T c_prev = b < continuing ? c_prev_continuing[u] : c_prev_initial[u];
     const T gh = grad_output ? grad_h[u] + grad_output[u] : grad_h[u];
     cell_backward_unit(gh, grad_c[u], w[j], w[hidden + j], w[2 * hidden + j], w[3 * hidden + j], c_prev, c[u],
                        &d[j], &d[hidden + j], &d[2 * hidden + j], &d[3 * hidden + j], &grad_c[u]);
-  }
+  });
 }
 
 // The CUDA step kernels for layer.h, launched on PyTorch's current stream (the GEMMs between them run there too,
@@ -171,30 +170,12 @@ struct CudaLayerCell {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cuda(
-    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-    const c10::optional<at::Tensor>& b_hh, bool reverse) {
-  const c10::cuda::CUDAGuard device_guard(input.device());
-  return layer_forward<CudaLayerCell>(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_backward_cuda(
-    const c10::optional<at::Tensor>& grad_output, const c10::optional<at::Tensor>& grad_h_n,
-    const c10::optional<at::Tensor>& grad_c_n, const at::Tensor& input, const at::Tensor& batch_sizes,
-    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates_act,
-    const at::Tensor& cells, const at::Tensor& hidden_prev, bool reverse) {
-  const c10::cuda::CUDAGuard device_guard(input.device());
-  return layer_backward<CudaLayerCell>(grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh,
-                                       gates_act, cells, hidden_prev, reverse);
-}
-
 }  // namespace
 }  // namespace tl_core
 
 TORCH_LIBRARY_IMPL(tl_core, CUDA, m) {
   m.impl("lstm_cell_forward", &tl_core::lstm_cell_forward_cuda);
   m.impl("lstm_cell_backward", &tl_core::lstm_cell_backward_cuda);
-  m.impl("lstm_layer_forward", &tl_core::lstm_layer_forward_cuda);
-  m.impl("lstm_layer_backward", &tl_core::lstm_layer_backward_cuda);
+  m.impl("lstm_layer_forward", &tl_core::layer_forward<tl_core::CudaLayerCell>);
+  m.impl("lstm_layer_backward", &tl_core::layer_backward<tl_core::CudaLayerCell>);
 }
