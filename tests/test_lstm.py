@@ -146,6 +146,19 @@ def test_parity_lengths(lengths, bidirectional, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_parity_batch_split_across_threads(dtype, device):
+    """Enough rows per step (37 x 64 units) for the CPU step kernels to split each step into several parallel
+    chunks, with lengths that make the reverse direction's sequences start in the middle of a chunk."""
+    reference, fused = make_pair(dtype, device, hidden_size=64, num_layers=2, bidirectional=True, batch_first=True)
+    input, hx = random_batch(37, 9, dtype, device, True, 4, hidden=64)
+    lengths = torch.randint(1, 10, (37,), generator=torch.Generator().manual_seed(2))
+    for call in (call_plain, call_with_lengths(lengths, batch_first=True)):
+        assert_all_close(outputs_and_gradients(fused, input, hx, call),
+                         outputs_and_gradients(reference, input, hx, call), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("with_hx", [True, False])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_parity_unbatched(with_hx, batch_first, dtype, device):
@@ -273,7 +286,7 @@ def test_dropout_with_one_layer_warns_like_nn_lstm():
 # ---- the layer op against its pure-PyTorch reference ------------------------------------------------------------
 
 LAYER_CASES = [([3, 3, 3], True), ([4, 3, 3, 1], True), ([2], False), ([5, 2, 2, 1, 1], True), ([3, 0], True),
-               ([], True)]
+               ([], True), ([700, 690, 401, 399, 3], True)]  # the last: steps split into parallel chunks on the CPU
 
 
 def layer_inputs(batch_sizes, bias, dtype=torch.float64, device="cpu", input_size=3, hidden=4, seed=0):
