@@ -190,7 +190,7 @@ class FusedLSTM(nn.Module):
         if not in_order:
             h0, c0 = h0.index_select(1, sorted_indices.to(h0.device)), c0.index_select(1, sorted_indices.to(h0.device))
         packed_output, h_n, c_n = self._run_layers(data, batch_sizes, h0, c0)
-        output = packed_output.new_zeros(batch * steps, output_size).index_copy(0, rows, packed_output)
+        output = packed_output.new_zeros(batch * steps, output_size).index_copy_(0, rows, packed_output)
         output = output.view(batch, steps, output_size) if batch_first else output.view(steps, batch, output_size)
         if not in_order:
             unsorted_indices = torch.empty_like(sorted_indices)
