@@ -329,7 +329,8 @@ def result_file_name(result: dict) -> str:
 
 
 def run_benchmark(shape_names: list[str] | None = None, device: str = "cpu", repeats: int = 10, warmup: int = 3,
-                  data_dir: str | None = None, imdb_lengths: list[int] | None = None, log=print) -> dict:
+                  data_dir: str | None = None, imdb_lengths: list[int] | None = None, log=print,
+                  sgemm_size: int = 2048) -> dict:
     """Time every variant of every shape (forward, and forward+backward) and return the JSON-ready result.
 
     The IMDB-like batch draws its lengths from the IMDB train reviews (:func:`imdb_train_lengths`), unless
@@ -356,8 +357,9 @@ def run_benchmark(shape_names: list[str] | None = None, device: str = "cpu", rep
         "shapes": {},
         "results": [],
     }
-    log(f"sgemm: torch.mm {2048}x{2048} on {device} ...")
-    result["sgemm_gflops"] = sgemm_gflops(device)
+    log(f"sgemm: torch.mm {sgemm_size}x{sgemm_size} on {device} ...")
+    result["sgemm_size"] = sgemm_size
+    result["sgemm_gflops"] = sgemm_gflops(device, sgemm_size)
     log(f"sgemm: {result['sgemm_gflops']:.1f} GFLOP/s")
     for name in shape_names:
         shape = SHAPES[name]
@@ -431,7 +433,7 @@ def format_table(result: dict) -> str:
     machine = result["machine"]
     out.write(f"LSTM benchmark, {result['date']}, {machine.get('gpu') or machine['cpu']} "
               f"({machine['torch_threads']} threads), torch {machine['torch']}; medians of {result['repeats']} runs\n")
-    out.write(f"sgemm (torch.mm 2048²): {result['sgemm_gflops']:.1f} GFLOP/s\n")
+    out.write(f"sgemm (torch.mm {result.get('sgemm_size', 2048)}²): {result['sgemm_gflops']:.1f} GFLOP/s\n")
     if "lengths_source" in result:
         out.write(f"imdb lengths: {result['lengths_source']}\n")
     header = f"{'shape':<9} {'variant':<16} {'fwd ms':>9} {'fwd+bwd ms':>11} {'GFLOP/s':>8} {'% sgemm':>8} {'vs fused':>9}"
@@ -455,18 +457,23 @@ def format_table(result: dict) -> str:
 
 
 def plot_results(result: dict, mode: str = "forward_backward"):
-    """A bar chart of the median times (log scale), one group of bars per shape."""
+    """A bar chart of the median times (log scale): one group of bars per shape, one colour per variant."""
     import matplotlib.pyplot as plt
 
     shapes = list(result["shapes"])
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in result["results"])]
+    colours = {variant: f"C{index}" for index, variant in enumerate(variants)}
+    width = 0.8 / max(sum(median_ms(result, shape, v, mode) is not None for v in variants) for shape in shapes)
     figure, axes = plt.subplots(figsize=(9, 4))
-    width = 0.8 / len(variants)
-    for index, variant in enumerate(variants):
-        values = [median_ms(result, shape, variant, mode) for shape in shapes]
-        positions = [s + index * width for s, v in enumerate(values) if v is not None]
-        axes.bar(positions, [v for v in values if v is not None], width, label=variant)
-    axes.set_xticks([s + 0.4 - width / 2 for s in range(len(shapes))], shapes)
+    labelled = set()
+    for position, shape in enumerate(shapes):
+        present = [v for v in variants if median_ms(result, shape, v, mode) is not None]
+        for index, variant in enumerate(present):
+            offset = (index - (len(present) - 1) / 2) * width
+            axes.bar(position + offset, median_ms(result, shape, variant, mode), width, color=colours[variant],
+                     label=None if variant in labelled else variant)
+            labelled.add(variant)
+    axes.set_xticks(range(len(shapes)), shapes)
     axes.set_yscale("log")
     axes.set_ylabel(f"{mode.replace('_', '+')} time, ms (median)")
     machine = result["machine"]
