@@ -356,6 +356,13 @@ def test_module_gradcheck_with_lengths():
     assert torch.autograd.gradcheck(run, (input, h0, c0, *(p.detach().requires_grad_() for p in parameters)))
 
 
+def test_double_backward_is_a_clear_error():
+    fused = FusedLSTM(3, 4).double()
+    input = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(NotImplementedError, match=r"no double backward.*torch.nn.LSTM"):
+        torch.autograd.grad(fused(input)[0].sum(), input, create_graph=True)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch_sizes,bias", [([3, 3, 2], True), ([2, 1], False)])

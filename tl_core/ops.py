@@ -260,6 +260,12 @@ def _lstm_layer_setup_context(ctx, inputs, output):
 
 
 def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates_act, _grad_cells, _grad_hidden_prev):
+    if torch.is_grad_enabled():
+        # create_graph=True: the backward would have to be differentiable itself, and the C++ one is not.
+        raise NotImplementedError(
+            "tl_core.lstm_layer (FusedLSTM) has no double backward: its backward pass is a C++ op without "
+            "gradients of its own, so torch.autograd.grad(..., create_graph=True) cannot go through it. Use "
+            "torch.nn.LSTM (same parameters: load_state_dict works both ways) where second-order gradients are needed.")
     input, batch_sizes, c0, w_ih, w_hh, gates_act, cells, hidden_prev = ctx.saved_tensors
     grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias = torch.ops.tl_core.lstm_layer_backward(
         grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh, gates_act, cells, hidden_prev,
