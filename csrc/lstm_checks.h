@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace tl_core {
 
@@ -55,5 +57,115 @@ inline void check_cell_backward(const c10::optional<at::Tensor>& grad_h, const c
     }
   }
 }
+
+
+// ---- the layer ops: a whole layer in one direction over a packed sequence (see layer.h) -----------------------
+
+inline void check_shape(const char* op, const at::Tensor& t, const char* name, at::IntArrayRef expected,
+                        const char* meaning) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", meaning, " = ", expected, ", got ",
+              t.sizes());
+}
+
+inline void check_batch_sizes_tensor(const char* op, const at::Tensor& batch_sizes) {
+  TORCH_CHECK(batch_sizes.dim() == 1 && batch_sizes.scalar_type() == at::kLong, op,
+              ": batch_sizes must be a 1-D int64 tensor (rows per time step, as in a PackedSequence), got a ",
+              batch_sizes.dim(), "-D tensor of dtype ", batch_sizes.scalar_type());
+  TORCH_CHECK(batch_sizes.device().is_cpu(), op,
+              ": batch_sizes must be on the CPU (the loop over time steps runs on the host), got it on ",
+              batch_sizes.device());
+}
+
+// input (tokens, I), h0 and c0 (B, H), w_ih (4H, I), w_hh (4H, H), b_ih and b_hh (4H) or absent,
+// batch_sizes (T) on the CPU. Values of batch_sizes are checked by PackedSteps.
+inline void check_layer_forward(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh) {
+  constexpr const char* op = "tl_core.lstm_layer";
+  check_matrix(op, input, "input", "(tokens, input_size)");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be float32 or float64, got ",
+              input.scalar_type());
+  check_matrix(op, h0, "h0", "(batch, hidden_size)");
+  const int64_t hidden = h0.size(1);
+  for (const auto& [tensor, name] : {std::pair{&h0, "h0"}, std::pair{&c0, "c0"}, std::pair{&w_ih, "w_ih"},
+                                     std::pair{&w_hh, "w_hh"}}) {
+    check_same_device_dtype(op, input, "input", *tensor, name);
+  }
+  check_shape(op, c0, "c0", h0.sizes(), "h0's (batch, hidden_size)");
+  check_shape(op, w_ih, "w_ih", {4 * hidden, input.size(1)}, "(4 * hidden_size, input_size)");
+  check_shape(op, w_hh, "w_hh", {4 * hidden, hidden}, "(4 * hidden_size, hidden_size)");
+  for (const auto& [bias, name] : {std::pair{&b_ih, "b_ih"}, std::pair{&b_hh, "b_hh"}}) {
+    if (bias->has_value()) {
+      check_same_device_dtype(op, input, "input", bias->value(), name);
+      check_shape(op, bias->value(), name, {4 * hidden}, "(4 * hidden_size,)");
+    }
+  }
+  check_batch_sizes_tensor(op, batch_sizes);
+}
+
+// What layer_backward reads: the forward's inputs and saved tensors, and the gradients of output, h_n, c_n.
+inline void check_layer_backward(const c10::optional<at::Tensor>& grad_output,
+                                 const c10::optional<at::Tensor>& grad_h_n,
+                                 const c10::optional<at::Tensor>& grad_c_n, const at::Tensor& input,
+                                 const at::Tensor& batch_sizes, const at::Tensor& c0, const at::Tensor& w_ih,
+                                 const at::Tensor& w_hh, const at::Tensor& gates_act, const at::Tensor& cells,
+                                 const at::Tensor& hidden_prev) {
+  constexpr const char* op = "tl_core.lstm_layer_backward";
+  check_matrix(op, input, "input", "(tokens, input_size)");
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be float32 or float64, got ",
+              input.scalar_type());
+  check_matrix(op, c0, "c0", "(batch, hidden_size)");
+  const int64_t tokens = input.size(0), hidden = c0.size(1);
+  for (const auto& [tensor, name] : {std::pair{&c0, "c0"}, std::pair{&w_ih, "w_ih"}, std::pair{&w_hh, "w_hh"},
+                                     std::pair{&gates_act, "gates_act"}, std::pair{&cells, "cells"},
+                                     std::pair{&hidden_prev, "hidden_prev"}}) {
+    check_same_device_dtype(op, input, "input", *tensor, name);
+  }
+  check_shape(op, w_ih, "w_ih", {4 * hidden, input.size(1)}, "(4 * hidden_size, input_size)");
+  check_shape(op, w_hh, "w_hh", {4 * hidden, hidden}, "(4 * hidden_size, hidden_size)");
+  check_shape(op, gates_act, "gates_act", {tokens, 4 * hidden}, "(tokens, 4 * hidden_size)");
+  check_shape(op, cells, "cells", {tokens, hidden}, "(tokens, hidden_size)");
+  check_shape(op, hidden_prev, "hidden_prev", {tokens, hidden}, "(tokens, hidden_size)");
+  if (grad_output.has_value()) {
+    check_same_device_dtype(op, input, "input", *grad_output, "grad_output");
+    check_shape(op, *grad_output, "grad_output", {tokens, hidden}, "(tokens, hidden_size)");
+  }
+  for (const auto& [grad, name] : {std::pair{&grad_h_n, "grad_h_n"}, std::pair{&grad_c_n, "grad_c_n"}}) {
+    if (grad->has_value()) {
+      check_same_device_dtype(op, input, "input", grad->value(), name);
+      check_shape(op, grad->value(), name, c0.sizes(), "c0's (batch, hidden_size)");
+    }
+  }
+  check_batch_sizes_tensor(op, batch_sizes);
+}
+
+// The time steps of a packed sequence, read from batch_sizes (on the host) and checked against the tensors:
+// each size in [0, batch], non-increasing (sequences sorted by decreasing length), summing to the token count.
+class PackedSteps {
+ public:
+  PackedSteps(const at::Tensor& batch_sizes, int64_t tokens, int64_t batch) {
+    const auto sizes = batch_sizes.contiguous();
+    const int64_t* data = sizes.const_data_ptr<int64_t>();
+    sizes_.assign(data, data + sizes.numel());
+    offsets_.reserve(sizes_.size());
+    int64_t total = 0, previous = batch;
+    for (size_t t = 0; t < sizes_.size(); ++t) {
+      TORCH_CHECK(sizes_[t] >= 0 && sizes_[t] <= previous, "tl_core.lstm_layer: batch_sizes must be non-increasing ",
+                  "values in [0, batch = ", batch, "] (sequences sorted by decreasing length), got batch_sizes[", t,
+                  "] = ", sizes_[t], t > 0 ? " after " : "", t > 0 ? std::to_string(previous) : std::string());
+      offsets_.push_back(total);
+      total += sizes_[t];
+      previous = sizes_[t];
+    }
+    TORCH_CHECK(total == tokens, "tl_core.lstm_layer: batch_sizes sum to ", total, " but input has ", tokens,
+                " rows (tokens); they must agree");
+  }
+  int64_t count() const { return static_cast<int64_t>(sizes_.size()); }
+  int64_t size(int64_t t) const { return sizes_[t]; }
+  int64_t offset(int64_t t) const { return offsets_[t]; }
+
+ private:
+  std::vector<int64_t> sizes_, offsets_;
+};
 
 }  // namespace tl_core

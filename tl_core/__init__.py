@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "lstm_cell": "ops",
     "lstm_cell_reference": "ops",
+    "lstm_layer": "ops",
+    "lstm_layer_reference": "ops",
+    "FusedLSTM": "lstm",
     "dataset_path": "paths",
     "DatasetNotFoundError": "paths",
     "TextDataset": "data",

@@ -1,0 +1,136 @@
+// One LSTM layer in one direction, forward and backward through time: the loop over time steps that both devices
+// share. The GEMMs are ATen calls (MKL/oneDNN on the CPU, cuBLAS on PyTorch's current CUDA stream); the
+// elementwise part of each step is one fused kernel, supplied by the device as a `Cell` policy (CpuLayerCell in
+// lstm.cpp, CudaLayerCell in cuda/lstm.cu). Introduced in notebooks/03_fused_lstm.ipynb.
+//
+// Layout: PyTorch's packed-sequence layout. The sequences of a batch are sorted by decreasing length; time step t
+// holds the first batch_sizes[t] of them, and its rows follow those of step t-1 in one (tokens, features) matrix.
+// A batch of equal lengths T is simply the time-major (T, B, features) tensor with batch_sizes = [B] * T, so the
+// padded case costs no conversion. Variable lengths come for free: a sequence that has ended is no longer among
+// the first batch_sizes[t] rows, so its state is left as it was and no work is done for it (the active batch
+// shrinks), and the reverse direction starts each sequence at its own last step, from h0.
+//
+// What backward needs, saved by the forward: the activated gates (tokens, 4H), the cell states (tokens, H) and
+// the hidden state each step started from (tokens, H), whose rows line up with the input's so that the weight
+// gradients are two whole-sequence GEMMs after the loop.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/DeviceGuard.h>
+
+#include <tuple>
+#include <vector>
+
+#include "lstm_checks.h"
+
+namespace tl_core {
+
+// Step t of the loop in processing order: forward direction t = s, reverse direction t = T-1-s.
+inline int64_t step_at(int64_t s, int64_t steps, bool reverse) { return reverse ? steps - 1 - s : s; }
+
+template <class Cell>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+    const c10::optional<at::Tensor>& b_hh, bool reverse) {
+  check_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh);
+  const c10::OptionalDeviceGuard device_guard(at::device_of(input));
+  const PackedSteps steps(batch_sizes, input.size(0), h0.size(0));
+  const int64_t hidden = h0.size(1);
+
+  // The input projection of every step in one GEMM, both biases folded in: gates = X W_ihᵀ + (b_ih + b_hh).
+  // The per-step GEMM then adds h W_hhᵀ in place and the cell overwrites the pre-activations with the activated
+  // gates, so one (tokens, 4H) buffer serves all three.
+  const auto x = input.contiguous();
+  at::Tensor gates;
+  if (b_ih.has_value() && b_hh.has_value()) {
+    gates = at::addmm(*b_ih + *b_hh, x, w_ih.t());
+  } else if (b_ih.has_value() || b_hh.has_value()) {
+    gates = at::addmm(b_ih.has_value() ? *b_ih : *b_hh, x, w_ih.t());
+  } else {
+    gates = at::mm(x, w_ih.t());
+  }
+  auto output = at::empty({input.size(0), hidden}, h0.options());
+  auto cells = at::empty_like(output);
+  auto hidden_prev = at::empty_like(output);
+  // The running state: rows that are not among the first batch_sizes[t] are never touched again (forward
+  // direction) or not yet (reverse direction), so after the loop these buffers hold h_n and c_n.
+  auto h_n = h0.contiguous().clone();
+  auto c_n = c0.contiguous().clone();
+  const auto w_hh_t = w_hh.t();
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_forward", [&] {
+    scalar_t* gates_data = gates.mutable_data_ptr<scalar_t>();
+    scalar_t* output_data = output.mutable_data_ptr<scalar_t>();
+    scalar_t* cells_data = cells.mutable_data_ptr<scalar_t>();
+    scalar_t* hidden_prev_data = hidden_prev.mutable_data_ptr<scalar_t>();
+    for (int64_t s = 0; s < steps.count(); ++s) {
+      const int64_t t = step_at(s, steps.count(), reverse);
+      const int64_t rows = steps.size(t), offset = steps.offset(t);
+      if (rows == 0) continue;
+      gates.narrow(0, offset, rows).addmm_(h_n.narrow(0, 0, rows), w_hh_t);
+      Cell::template forward_step<scalar_t>(gates_data + offset * 4 * hidden, c_n.mutable_data_ptr<scalar_t>(),
+                                            h_n.mutable_data_ptr<scalar_t>(), hidden_prev_data + offset * hidden,
+                                            cells_data + offset * hidden, output_data + offset * hidden, rows,
+                                            hidden);
+    }
+  });
+  return {output, h_n, c_n, gates, cells, hidden_prev};
+}
+
+template <class Cell>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_backward(
+    const c10::optional<at::Tensor>& grad_output, const c10::optional<at::Tensor>& grad_h_n,
+    const c10::optional<at::Tensor>& grad_c_n, const at::Tensor& input, const at::Tensor& batch_sizes,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates_act,
+    const at::Tensor& cells, const at::Tensor& hidden_prev, bool reverse) {
+  check_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh, gates_act, cells,
+                       hidden_prev);
+  const c10::OptionalDeviceGuard device_guard(at::device_of(input));
+  const PackedSteps steps(batch_sizes, input.size(0), c0.size(0));
+  const int64_t hidden = c0.size(1);
+  const auto act = gates_act.contiguous();
+  const auto cells_c = cells.contiguous();
+  const auto c0_c = c0.contiguous();
+  const auto grad_output_c = grad_output.has_value() ? grad_output->contiguous() : at::Tensor();
+  // Gradients flowing back along the state; they start as those of h_n and c_n, and when the loop is done they
+  // are those of h0 and c0 (every row's first step has been passed).
+  auto grad_h = grad_h_n.has_value() ? grad_h_n->contiguous().clone() : at::zeros_like(c0_c);
+  auto grad_c = grad_c_n.has_value() ? grad_c_n->contiguous().clone() : at::zeros_like(c0_c);
+  auto d_gates = at::empty_like(act);
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_backward", [&] {
+    const scalar_t* act_data = act.const_data_ptr<scalar_t>();
+    const scalar_t* cells_data = cells_c.const_data_ptr<scalar_t>();
+    const scalar_t* c0_data = c0_c.const_data_ptr<scalar_t>();
+    const scalar_t* grad_output_data = grad_output_c.defined() ? grad_output_c.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* d_gates_data = d_gates.mutable_data_ptr<scalar_t>();
+    for (int64_t s = steps.count() - 1; s >= 0; --s) {
+      const int64_t t = step_at(s, steps.count(), reverse);
+      const int64_t rows = steps.size(t), offset = steps.offset(t);
+      if (rows == 0) continue;
+      // The cell state this step started from: for the rows that were active at the step before (in processing
+      // order) it is that step's cell state; for the others this is their first step, and it is c0.
+      const bool has_previous = s > 0;
+      const int64_t previous = has_previous ? step_at(s - 1, steps.count(), reverse) : 0;
+      const int64_t continuing = has_previous ? std::min(steps.size(previous), rows) : 0;
+      const scalar_t* c_prev_continuing = has_previous ? cells_data + steps.offset(previous) * hidden : c0_data;
+      Cell::template backward_step<scalar_t>(
+          grad_h.const_data_ptr<scalar_t>(), grad_output_data ? grad_output_data + offset * hidden : nullptr,
+          grad_c.mutable_data_ptr<scalar_t>(), act_data + offset * 4 * hidden, c_prev_continuing, c0_data,
+          continuing, cells_data + offset * hidden, d_gates_data + offset * 4 * hidden, rows, hidden);
+      auto grad_h_rows = grad_h.narrow(0, 0, rows);
+      at::mm_out(grad_h_rows, d_gates.narrow(0, offset, rows), w_hh);
+    }
+  });
+
+  // Weight gradients over the whole sequence at once: two GEMMs with the token dimension as the inner one.
+  const auto d_gates_t = d_gates.t();
+  auto grad_w_ih = at::mm(d_gates_t, input.contiguous());
+  auto grad_w_hh = at::mm(d_gates_t, hidden_prev.contiguous());
+  auto grad_bias = d_gates.sum(0);
+  auto grad_input = at::mm(d_gates, w_ih);
+  return {grad_input, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+}  // namespace tl_core

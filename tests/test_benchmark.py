@@ -1,0 +1,105 @@
+"""The LSTM benchmark's pieces (tl_core/benchmark.py): lengths, work counts, timing, targets, presentation."""
+
+import math
+
+import pytest
+import torch
+
+from tl_core import benchmark, ops
+
+
+def test_count_tokens_strips_line_breaks_and_splits_punctuation():
+    assert benchmark.count_tokens("Great film!<br /><br />I didn't like the END, though.") == 11
+
+
+def test_imdb_train_lengths_from_the_real_archive(shared_data_dir):
+    lengths, source = benchmark.imdb_train_lengths(str(shared_data_dir))
+    assert len(lengths) == 25_000 and "IMDB train reviews (25000)" in source
+    assert min(lengths) >= 1 and 150 < sorted(lengths)[12_500] < 300  # the median review is a few hundred tokens
+
+
+def test_imdb_train_lengths_fall_back_with_a_label(tmp_path):
+    lengths, source = benchmark.imdb_train_lengths(str(tmp_path))
+    assert source.startswith("fallback: log-normal") and "not found" in source
+    assert len(lengths) == benchmark.FALLBACK_LENGTHS["count"] and min(lengths) >= 1
+    median = sorted(lengths)[len(lengths) // 2]
+    assert abs(median - benchmark.FALLBACK_LENGTHS["median"]) < 10
+
+
+def test_draw_lengths_is_reproducible_and_clipped():
+    distribution = [1, 5, 1000, 30]
+    first = benchmark.draw_lengths(distribution, 50, 400, seed=3)
+    assert torch.equal(first, benchmark.draw_lengths(distribution, 50, 400, seed=3))
+    assert first.dtype == torch.int64 and first.shape == (50,)
+    assert set(first.tolist()) <= {1, 5, 400, 30} and 400 in first.tolist()
+
+
+def test_lstm_gflop_counts_the_four_gemms_of_a_step():
+    # forward: (tokens x I) @ (I x 4H) and (tokens x H) @ (H x 4H); backward twice that.
+    assert benchmark.lstm_gflop(10, 3, 2, backward=False) == pytest.approx(2 * 10 * 8 * 5 / 1e9)
+    assert benchmark.lstm_gflop(10, 3, 2, backward=True) == pytest.approx(3 * 2 * 10 * 8 * 5 / 1e9)
+
+
+def test_memory_traffic_of_the_fused_cell_is_one_pass():
+    """The fused forward reads 5H and writes 6H numbers per row; the reference writes and re-reads intermediates."""
+    gates, c_prev = torch.randn(4, 4 * 8), torch.randn(4, 8)
+    with torch.no_grad():
+        fused = benchmark.memory_traffic(ops.lstm_cell, gates, c_prev)
+        reference = benchmark.memory_traffic(ops.lstm_cell_reference, gates, c_prev)
+    assert fused == [("lstm_cell_forward", 4 * 11 * 8 * 4)]
+    assert ("split", 0) in reference and sum(b for _, b in reference) == 2 * 4 * 11 * 8 * 4
+
+
+def test_time_side_by_side_runs_each_function_warmup_plus_repeats_times():
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        def run():
+            calls[name] += 1
+        return run
+
+    seconds = benchmark.time_side_by_side({name: count(name) for name in calls}, torch.device("cpu"), 4, 2)
+    assert calls == {"a": 6, "b": 6} and all(len(times) == 4 for times in seconds.values())
+
+
+def test_run_benchmark_small_shape_end_to_end():
+    result = benchmark.run_benchmark(["small"], "cpu", repeats=1, warmup=0, log=lambda message: None, sgemm_size=128)
+    rows = {(row["variant"], row["mode"]) for row in result["results"]}
+    assert rows == {(v, m) for v in ("fused", "nn_lstm", "lstmcell_loop") for m in ("forward", "forward_backward")}
+    assert all(row["median_ms"] > 0 and math.isfinite(row["gflops"]) for row in result["results"])
+    assert [t["target"] for t in result["targets"]] == ["small: FusedLSTM / LSTMCell loop"]
+    table = benchmark.format_table(result)
+    assert "small" in table and "lstmcell_loop" in table and "targets" in table
+    assert benchmark.result_file_name(result).startswith(f"lstm-cpu-{result['date']}-")
+
+
+def test_run_benchmark_with_given_imdb_lengths_uses_them():
+    lengths = [12, 3] + [1] * 62
+    result = benchmark.run_benchmark(["imdb"], "cpu", repeats=1, warmup=0, imdb_lengths=lengths,
+                                     log=lambda message: None, sgemm_size=128)
+    assert result["shapes"]["imdb"]["lengths"] == lengths and result["lengths_source"].startswith("given")
+    assert result["shapes"]["imdb"]["tokens"] == sum(lengths) and result["shapes"]["imdb"]["padded_to"] == 12
+
+
+def test_targets_compare_forward_backward_ratios():
+    result = {"device": "cpu", "results": [
+        {"shape": "tutorial", "variant": "fused", "mode": "forward_backward", "median_ms": 90.0},
+        {"shape": "tutorial", "variant": "nn_lstm", "mode": "forward_backward", "median_ms": 100.0},
+        {"shape": "tutorial", "variant": "lstmcell_loop", "mode": "forward_backward", "median_ms": 150.0},
+    ]}
+    targets = {t["target"]: t for t in benchmark.evaluate_targets(result)}
+    assert targets["tutorial: FusedLSTM / nn.LSTM"]["met"] and targets["tutorial: FusedLSTM / nn.LSTM"]["ratio"] == 0.9
+    assert not targets["tutorial: FusedLSTM / LSTMCell loop"]["met"]  # 0.6 > 1 / 1.8
+
+
+def test_unknown_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown shape\(s\) \['huge'\]"):
+        benchmark.run_benchmark(["huge"], "cpu", log=lambda message: None)
+
+
+def test_committed_results_are_valid(tmp_path):
+    """Every committed result names its machine, meets the JSON layout the notebook reads, and has >= 10 runs."""
+    for path, result in benchmark.committed_results("cpu") + benchmark.committed_results("cuda"):
+        assert result["repeats"] >= 10, path.name
+        assert path.name.startswith(f"lstm-{result['device']}-{result['date']}-"), path.name
+        assert benchmark.format_table(result)

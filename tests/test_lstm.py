@@ -1,0 +1,539 @@
+"""The fused LSTM layer ops (csrc/layer.h, tl_core/ops.py) and FusedLSTM (tl_core/lstm.py) against torch.nn.LSTM."""
+
+import itertools
+import os
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.library import opcheck
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from conftest import DEVICES
+from tl_core import FusedLSTM, ops
+
+TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
+
+
+@pytest.fixture(autouse=True)
+def full_float32_precision():
+    """cuDNN's LSTM may use TF32 tensor cores for float32 by default (about 1e-3 relative error); parity at 1e-5
+    needs true float32 products on both sides."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+INPUT_SIZE, HIDDEN_SIZE = 5, 4
+
+
+def make_pair(dtype=torch.float64, device="cpu", **kwargs):
+    """nn.LSTM and FusedLSTM with the same weights."""
+    kwargs = {"input_size": INPUT_SIZE, "hidden_size": HIDDEN_SIZE, **kwargs}
+    reference = nn.LSTM(**kwargs).to(device=device, dtype=dtype)
+    fused = FusedLSTM(**kwargs).to(device=device, dtype=dtype)
+    fused.load_state_dict(reference.state_dict())
+    return reference, fused
+
+
+def leaf(tensor):
+    return tensor.detach().clone().requires_grad_(True)
+
+
+def outputs_and_gradients(module, input, hx, call):
+    """Run ``call(module, input, hx)``, backpropagate a random weighting of output, h_n and c_n, and return the
+    outputs and the gradients of input, h0, c0 and every parameter (in state_dict order)."""
+    input, hx = leaf(input), None if hx is None else tuple(leaf(t) for t in hx)
+    output, (h_n, c_n) = call(module, input, hx)
+    generator = torch.Generator().manual_seed(11)
+    weights = [torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device) for t in (output, h_n, c_n)]
+    loss = sum((t * w).sum() for t, w in zip((output, h_n, c_n), weights))
+    differentiable = [input, *(hx or ()), *module.parameters()]
+    gradients = torch.autograd.grad(loss, differentiable)
+    return [output, h_n, c_n], list(gradients)
+
+
+def assert_all_close(fused, reference, dtype):
+    for name, a, b in zip(("output", "h_n", "c_n"), fused[0], reference[0]):
+        torch.testing.assert_close(a, b, **TOLERANCE[dtype], msg=lambda m, name=name: f"{name}: {m}")
+    assert len(fused[1]) == len(reference[1])
+    for index, (a, b) in enumerate(zip(fused[1], reference[1])):
+        torch.testing.assert_close(a, b, **TOLERANCE[dtype], msg=lambda m, index=index: f"gradient {index}: {m}")
+
+
+def call_plain(module, input, hx):
+    return module(input, hx)
+
+
+def call_with_lengths(lengths, batch_first):
+    """FusedLSTM with lengths, and nn.LSTM on the same batch packed (then padded back to the input's length)."""
+    def call(module, input, hx):
+        if isinstance(module, FusedLSTM):
+            return module(input, hx, lengths=lengths)
+        steps = input.shape[1] if batch_first else input.shape[0]
+        packed = pack_padded_sequence(input, lengths, batch_first=batch_first, enforce_sorted=False)
+        output, state = module(packed, hx)
+        return pad_packed_sequence(output, batch_first=batch_first, total_length=steps)[0], state
+    return call
+
+
+def call_packed(lengths, batch_first):
+    """Both modules on a PackedSequence; the packed output compared after padding."""
+    def call(module, input, hx):
+        steps = input.shape[1] if batch_first else input.shape[0]
+        packed = pack_padded_sequence(input, lengths, batch_first=batch_first, enforce_sorted=False)
+        output, state = module(packed, hx)
+        assert isinstance(output, PackedSequence)
+        return pad_packed_sequence(output, batch_first=batch_first, total_length=steps)[0], state
+    return call
+
+
+def random_batch(batch, steps, dtype, device, batch_first, num_states, hidden=HIDDEN_SIZE, with_hx=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, steps, INPUT_SIZE) if batch_first else (steps, batch, INPUT_SIZE)
+    input = torch.randn(shape, generator=generator, dtype=dtype).to(device)
+    hx = None
+    if with_hx:
+        hx = tuple(torch.randn(num_states, batch, hidden, generator=generator, dtype=dtype).to(device)
+                   for _ in range(2))
+    return input, hx
+
+
+# ---- the parity grid: FusedLSTM = nn.LSTM, outputs and every gradient -----------------------------------------
+
+GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [True, False]))
+MODES = ["padded", "lengths", "packed"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("num_layers,bidirectional,batch_first,with_hx", GRID)
+def test_parity_grid(num_layers, bidirectional, batch_first, with_hx, mode, dtype):
+    reference, fused = make_pair(dtype, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
+    num_states = num_layers * (2 if bidirectional else 1)
+    input, hx = random_batch(4, 6, dtype, "cpu", batch_first, num_states, with_hx=with_hx)
+    lengths = torch.tensor([3, 6, 1, 5])
+    call = {"padded": call_plain, "lengths": call_with_lengths(lengths, batch_first),
+            "packed": call_packed(lengths, batch_first)}[mode]
+    assert_all_close(outputs_and_gradients(fused, input, hx, call),
+                     outputs_and_gradients(reference, input, hx, call), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,steps,hidden", [(1, 1, 4), (1, 7, 4), (3, 1, 4), (3, 5, 1), (2, 3, 1), (9, 33, 17)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_parity_edge_shapes(batch, steps, hidden, bidirectional, dtype, device):
+    """T=1, B=1, H=1 and one larger shape (wider than one SIMD vector, not a multiple of it)."""
+    reference, fused = make_pair(dtype, device, hidden_size=hidden, num_layers=2, bidirectional=bidirectional)
+    input, hx = random_batch(batch, steps, dtype, device, False, 2 * (2 if bidirectional else 1), hidden=hidden)
+    assert_all_close(outputs_and_gradients(fused, input, hx, call_plain),
+                     outputs_and_gradients(reference, input, hx, call_plain), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lengths", [[6, 6, 6], [1, 1, 1], [1, 6, 2], [6, 1, 1], [2, 3, 6]])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_parity_lengths(lengths, bidirectional, device):
+    """All equal, all length 1, unsorted, sorted, ascending: equal to nn.LSTM on the packed batch."""
+    dtype = torch.float64
+    reference, fused = make_pair(dtype, device, num_layers=2, bidirectional=bidirectional, batch_first=True)
+    input, hx = random_batch(3, 6, dtype, device, True, 2 * (2 if bidirectional else 1))
+    call = call_with_lengths(torch.tensor(lengths), batch_first=True)
+    assert_all_close(outputs_and_gradients(fused, input, hx, call),
+                     outputs_and_gradients(reference, input, hx, call), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_parity_batch_split_across_threads(dtype, device):
+    """Enough rows per step (37 x 64 units) for the CPU step kernels to split each step into several parallel
+    chunks, with lengths that make the reverse direction's sequences start in the middle of a chunk."""
+    reference, fused = make_pair(dtype, device, hidden_size=64, num_layers=2, bidirectional=True, batch_first=True)
+    input, hx = random_batch(37, 9, dtype, device, True, 4, hidden=64)
+    lengths = torch.randint(1, 10, (37,), generator=torch.Generator().manual_seed(2))
+    for call in (call_plain, call_with_lengths(lengths, batch_first=True)):
+        assert_all_close(outputs_and_gradients(fused, input, hx, call),
+                         outputs_and_gradients(reference, input, hx, call), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_hx", [True, False])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_parity_unbatched(with_hx, batch_first, dtype, device):
+    reference, fused = make_pair(dtype, device, num_layers=2, bidirectional=True, batch_first=batch_first)
+    generator = torch.Generator().manual_seed(3)
+    input = torch.randn(7, INPUT_SIZE, generator=generator, dtype=dtype).to(device)
+    hx = tuple(torch.randn(4, HIDDEN_SIZE, generator=generator, dtype=dtype).to(device) for _ in range(2))
+    hx = hx if with_hx else None
+    fused_result = outputs_and_gradients(fused, input, hx, call_plain)
+    assert fused_result[0][0].shape == (7, 2 * HIDDEN_SIZE) and fused_result[0][1].shape == (4, HIDDEN_SIZE)
+    assert_all_close(fused_result, outputs_and_gradients(reference, input, hx, call_plain), dtype)
+
+
+def test_parity_without_bias_and_with_non_contiguous_input():
+    reference, fused = make_pair(bias=False, num_layers=2, batch_first=True, bidirectional=True)
+    assert [name for name, _ in fused.named_parameters()] == [name for name, _ in reference.named_parameters()]
+    input = torch.randn(6, 3, INPUT_SIZE, dtype=torch.float64).transpose(0, 1)  # (B, T, I), not contiguous
+    assert not input.is_contiguous()
+    for call in (call_plain, call_with_lengths(torch.tensor([2, 6, 4]), batch_first=True)):
+        assert_all_close(outputs_and_gradients(fused, input, None, call),
+                         outputs_and_gradients(reference, input, None, call), torch.float64)
+
+
+def test_packed_input_sorted_in_advance():
+    """A PackedSequence built with enforce_sorted=True has no sorted_indices."""
+    reference, fused = make_pair(bidirectional=True)
+    input, hx = random_batch(3, 5, torch.float64, "cpu", False, 2)
+    packed = pack_padded_sequence(input, torch.tensor([5, 3, 2]), enforce_sorted=True)
+    assert packed.sorted_indices is None
+    (fused_output, fused_state), (ref_output, ref_state) = fused(packed, hx), reference(packed, hx)
+    assert isinstance(fused_output, PackedSequence) and fused_output.sorted_indices is None
+    torch.testing.assert_close(fused_output.data, ref_output.data, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(fused_state, ref_state, atol=1e-10, rtol=1e-10)
+
+
+def test_output_is_zero_past_each_length_and_state_is_the_last_valid_one():
+    _, fused = make_pair(batch_first=True)
+    input, _ = random_batch(3, 6, torch.float64, "cpu", True, 1)
+    lengths = torch.tensor([2, 6, 4])
+    output, (h_n, _) = fused(input, lengths=lengths)
+    for row, length in enumerate(lengths.tolist()):
+        assert output[row, length:].abs().max() == 0 if length < 6 else True
+        assert output[row, :length].abs().min() > 0
+        torch.testing.assert_close(h_n[0, row], output[row, length - 1], atol=0, rtol=0)
+        # The padding does not matter: another value there gives the same result.
+        alone, (h_alone, _) = fused(input[row:row + 1, :length])
+        torch.testing.assert_close(output[row:row + 1, :length], alone, atol=1e-12, rtol=0)
+        torch.testing.assert_close(h_n[:, row:row + 1], h_alone, atol=1e-12, rtol=0)
+
+
+def test_lengths_as_a_list_and_all_equal_lengths_match_no_lengths():
+    _, fused = make_pair(num_layers=2, bidirectional=True, batch_first=True)
+    input, hx = random_batch(3, 5, torch.float64, "cpu", True, 4)
+    without = fused(input, hx)
+    with_list = fused(input, hx, lengths=[5, 5, 5])
+    torch.testing.assert_close(with_list, without, atol=1e-12, rtol=0)
+
+
+def test_empty_batch():
+    reference, fused = make_pair(bidirectional=True)
+    input = torch.randn(4, 0, INPUT_SIZE, dtype=torch.float64)
+    (output, (h_n, c_n)), (ref_output, (ref_h_n, _)) = fused(input), reference(input)
+    assert output.shape == ref_output.shape and h_n.shape == ref_h_n.shape == c_n.shape
+    output, (h_n, _) = fused(input, lengths=torch.empty(0, dtype=torch.int64))
+    assert output.shape == ref_output.shape and h_n.shape == ref_h_n.shape
+
+
+# ---- the module: constructor, parameters, init, state_dict, dropout --------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 3, "bidirectional": True}, {"bias": False, "num_layers": 2}])
+def test_same_parameters_and_initialisation_as_nn_lstm(kwargs):
+    torch.manual_seed(123)
+    reference = nn.LSTM(7, 6, **kwargs)
+    torch.manual_seed(123)
+    fused = FusedLSTM(7, 6, **kwargs)
+    reference_state, fused_state = reference.state_dict(), fused.state_dict()
+    assert list(fused_state) == list(reference_state)
+    for name in reference_state:
+        assert torch.equal(fused_state[name], reference_state[name]), name
+    assert repr(fused).replace("FusedLSTM", "LSTM") == repr(reference)
+    assert [[p.shape for p in layer] for layer in fused.all_weights] == [
+        [p.shape for p in layer] for layer in reference.all_weights]
+
+
+def test_load_state_dict_both_ways_strict():
+    reference = nn.LSTM(7, 6, num_layers=2, bidirectional=True)
+    fused = FusedLSTM(7, 6, num_layers=2, bidirectional=True)
+    fused.load_state_dict(reference.state_dict(), strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(fused.parameters(), reference.parameters()))
+    other = nn.LSTM(7, 6, num_layers=2, bidirectional=True)
+    other.load_state_dict(fused.state_dict(), strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(other.parameters(), reference.parameters()))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        FusedLSTM(7, 6, num_layers=3, bidirectional=True).load_state_dict(reference.state_dict())
+
+
+def test_dropout_between_layers_only():
+    """With p=1 every inter-layer output is zeroed, deterministically: the result must equal nn.LSTM's, and the
+    last layer's output must not be dropped."""
+    reference, fused = make_pair(num_layers=2, dropout=1.0)
+    input, hx = random_batch(3, 5, torch.float64, "cpu", False, 2)
+    assert_all_close(outputs_and_gradients(fused, input, hx, call_plain),
+                     outputs_and_gradients(reference, input, hx, call_plain), torch.float64)
+    output, _ = fused(input, hx)
+    assert output.abs().min() > 0
+
+
+def test_dropout_is_random_in_training_and_off_in_eval():
+    _, fused = make_pair(num_layers=2, dropout=0.5, batch_first=True)
+    input, _ = random_batch(3, 5, torch.float64, "cpu", True, 2)
+    torch.manual_seed(0)
+    first, second = fused(input)[0], fused(input)[0]
+    assert not torch.allclose(first, second)
+    fused.eval()
+    no_dropout = FusedLSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, batch_first=True).to(torch.float64)
+    no_dropout.load_state_dict(fused.state_dict())
+    torch.testing.assert_close(fused(input)[0], no_dropout(input)[0], atol=0, rtol=0)
+
+
+def test_dropout_with_one_layer_warns_like_nn_lstm():
+    with pytest.warns(UserWarning, match="between layers"):
+        FusedLSTM(3, 2, dropout=0.3)
+
+
+# ---- the layer op against its pure-PyTorch reference ------------------------------------------------------------
+
+LAYER_CASES = [([3, 3, 3], True), ([4, 3, 3, 1], True), ([2], False), ([5, 2, 2, 1, 1], True), ([3, 0], True),
+               ([], True), ([700, 690, 401, 399, 3], True)]  # the last: steps split into parallel chunks on the CPU
+
+
+def layer_inputs(batch_sizes, bias, dtype=torch.float64, device="cpu", input_size=3, hidden=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    batch = batch_sizes[0] if batch_sizes else 2
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=dtype).to(device)
+
+    weights = [randn(4 * hidden, input_size), randn(4 * hidden, hidden)]
+    biases = [randn(4 * hidden), randn(4 * hidden)] if bias else [None, None]
+    return (randn(sum(batch_sizes), input_size), torch.tensor(batch_sizes, dtype=torch.int64), randn(batch, hidden),
+            randn(batch, hidden), *weights, *biases)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("batch_sizes,bias", LAYER_CASES)
+def test_layer_op_matches_reference(batch_sizes, bias, reverse, device):
+    args = [t.requires_grad_() if t is not None and t.is_floating_point() else t
+            for t in layer_inputs(batch_sizes, bias, device=device)]
+    differentiable = [t for t in args if t is not None and t.requires_grad]
+
+    def run(function):
+        output, h_n, c_n = function(*args, reverse=reverse)
+        generator = torch.Generator().manual_seed(5)
+        loss = sum((t * torch.randn(t.shape, generator=generator, dtype=t.dtype).to(device)).sum()
+                   for t in (output, h_n, c_n))
+        return [output, h_n, c_n, *torch.autograd.grad(loss, differentiable, allow_unused=True, materialize_grads=True)]
+
+    for fused, reference in zip(run(ops.lstm_layer), run(ops.lstm_layer_reference)):
+        torch.testing.assert_close(fused, reference, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_layer_op_with_only_one_output_in_the_loss(which):
+    """autograd hands the backward None for the outputs that did not reach the loss."""
+    args = [t.requires_grad_() if t is not None and t.is_floating_point() else t
+            for t in layer_inputs([3, 2, 2], True)]
+    differentiable = [t for t in args if t is not None and t.requires_grad]
+    fused = torch.autograd.grad(ops.lstm_layer(*args, reverse=True)[which].sum(), differentiable)
+    reference = torch.autograd.grad(ops.lstm_layer_reference(*args, reverse=True)[which].sum(), differentiable)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_layer_op_gradcheck(reverse, device):
+    args = [t.requires_grad_() if t is not None and t.is_floating_point() else t
+            for t in layer_inputs([3, 2, 2, 1], True, device=device, input_size=2, hidden=3)]
+    assert torch.autograd.gradcheck(lambda *a: ops.lstm_layer(*a, reverse=reverse), args)
+
+
+def test_module_gradcheck_with_lengths():
+    fused = FusedLSTM(2, 3, num_layers=2, bidirectional=True, batch_first=True).to(torch.float64)
+    input = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    lengths = torch.tensor([2, 4, 1])
+    parameters = list(fused.parameters())
+
+    def run(input, h0, c0, *weights):
+        replaced = dict(zip([name for name, _ in fused.named_parameters()], weights))
+        output, (h_n, c_n) = torch.func.functional_call(fused, replaced, (input, (h0, c0)), {"lengths": lengths})
+        return output, h_n, c_n
+
+    assert torch.autograd.gradcheck(run, (input, h0, c0, *(p.detach().requires_grad_() for p in parameters)))
+
+
+def test_double_backward_is_a_clear_error():
+    fused = FusedLSTM(3, 4).double()
+    input = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(NotImplementedError, match=r"no double backward.*torch.nn.LSTM"):
+        torch.autograd.grad(fused(input)[0].sum(), input, create_graph=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch_sizes,bias", [([3, 3, 2], True), ([2, 1], False)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_opcheck_layer_forward(batch_sizes, bias, reverse, dtype, device):
+    args = [t.requires_grad_() if t is not None and t.is_floating_point() else t
+            for t in layer_inputs(batch_sizes, bias, dtype=dtype, device=device)]
+    opcheck(torch.ops.tl_core.lstm_layer_forward.default, (*args, reverse))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_grads", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_opcheck_layer_backward(with_grads, reverse, dtype, device):
+    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh = layer_inputs([3, 3, 2], True, dtype=dtype, device=device)
+    output, h_n, c_n, gates_act, cells, hidden_prev = torch.ops.tl_core.lstm_layer_forward(
+        input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
+    grads = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n)) if with_grads else (None,) * 3
+    opcheck(torch.ops.tl_core.lstm_layer_backward.default,
+            (*grads, input, batch_sizes, c0, w_ih, w_hh, gates_act, cells, hidden_prev, reverse))
+
+
+# ---- bad input: a clear error naming the argument ---------------------------------------------------------------
+
+def fused_module(**kwargs):
+    return FusedLSTM(INPUT_SIZE, HIDDEN_SIZE, **kwargs)
+
+
+MODULE_BAD_INPUTS = {
+    "wrong input size": (lambda m: m(torch.randn(5, 2, 7)), RuntimeError, r"input\.size\(-1\) must equal input_size = 5, got 7"),
+    "4-D input": (lambda m: m(torch.randn(5, 2, 3, 5)), ValueError, r"input must be 3-D \(batched\) or 2-D"),
+    "hx wrong shape": (lambda m: m(torch.randn(5, 2, 5), (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4))),
+                       RuntimeError, r"hx\[0\] \(h_0\) must have shape .* = \(1, 2, 4\), got \(1, 3, 4\)"),
+    "c0 wrong shape": (lambda m: m(torch.randn(5, 2, 5), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 3))),
+                       RuntimeError, r"hx\[1\] \(c_0\) must have shape"),
+    "hx not a pair": (lambda m: m(torch.randn(5, 2, 5), torch.zeros(1, 2, 4)), TypeError, r"hx must be a tuple"),
+    "unbatched hx 3-D": (lambda m: m(torch.randn(5, 5), (torch.zeros(1, 1, 4), torch.zeros(1, 1, 4))),
+                         RuntimeError, r"for unbatched 2-D input, hx\[0\] \(h_0\) and hx\[1\] \(c_0\) must be 2-D"),
+    "lengths wrong size": (lambda m: m(torch.randn(5, 2, 5), lengths=torch.tensor([5, 4, 3])), ValueError,
+                           r"lengths must be 1-D with one length per sequence \(2 for this batch\), got shape \[3\]"),
+    "lengths 2-D": (lambda m: m(torch.randn(5, 2, 5), lengths=torch.tensor([[5, 4]])), ValueError,
+                    r"lengths must be 1-D"),
+    "lengths float": (lambda m: m(torch.randn(5, 2, 5), lengths=torch.tensor([5.0, 4.0])), TypeError,
+                      r"lengths must be an integer tensor \(int64\), got dtype torch.float32"),
+    "lengths too long": (lambda m: m(torch.randn(5, 2, 5), lengths=torch.tensor([6, 4])), ValueError,
+                         r"lengths must lie in \[1, 5\] .* got values from 4 to 6"),
+    "lengths zero": (lambda m: m(torch.randn(5, 2, 5), lengths=torch.tensor([0, 4])), ValueError,
+                     r"lengths must lie in \[1, 5\]"),
+    "lengths with packed": (lambda m: m(pack_padded_sequence(torch.randn(5, 2, 5), [5, 4]), lengths=[5, 4]),
+                            ValueError, r"a PackedSequence carries its own lengths"),
+    "lengths unbatched": (lambda m: m(torch.randn(5, 5), lengths=torch.tensor([5])), ValueError,
+                          r"lengths is for a batch of padded sequences"),
+    "dtype mismatch": (lambda m: m(torch.randn(5, 2, 5, dtype=torch.float64)), ValueError,
+                       r"input has dtype torch.float64 but the weights have torch.float32"),
+    "hx dtype mismatch": (lambda m: m(torch.randn(5, 2, 5), (torch.zeros(1, 2, 4, dtype=torch.float64),) * 2),
+                          RuntimeError, r"hx\[0\] \(h_0\) is torch.float64 on cpu but the input is torch.float32"),
+    "other device": (lambda m: m(torch.randn(5, 2, 5, device="meta")), RuntimeError,
+                     r"input is on meta but the weights are on cpu"),
+    "empty sequence": (lambda m: m(torch.randn(0, 2, 5)), ValueError, r"no time steps"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODULE_BAD_INPUTS))
+def test_module_bad_input_is_a_clear_error(case):
+    call, error, message = MODULE_BAD_INPUTS[case]
+    with pytest.raises(error, match=message):
+        call(fused_module())
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"proj_size": 2}, NotImplementedError, r"proj_size must be 0"),
+    ({"dropout": 1.5}, ValueError, r"dropout must be a number in \[0, 1\]"),
+    ({"num_layers": 0}, ValueError, r"num_layers must be greater than zero"),
+    ({"bidirectional": 1}, TypeError, r"bidirectional must be a bool"),
+])
+def test_constructor_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        fused_module(**kwargs)
+
+
+LAYER_BAD_INPUTS = {
+    "input rank": (lambda a: a.update(input=a["input"][None]), r"input must be 2-D"),
+    "w_ih shape": (lambda a: a.update(w_ih=a["w_ih"][:, :2]), r"w_ih must have shape \(4 \* hidden_size, "
+                                                              r"input_size\) = \[16, 3\], got \[16, 2\]"),
+    "w_hh shape": (lambda a: a.update(w_hh=a["w_hh"][:8]), r"w_hh must have shape"),
+    "c0 shape": (lambda a: a.update(c0=a["c0"][:2]), r"c0 must have shape h0's \(batch, hidden_size\)"),
+    "bias shape": (lambda a: a.update(b_hh=a["b_hh"][:3]), r"b_hh must have shape \(4 \* hidden_size,\)"),
+    "dtype": (lambda a: a.update(w_hh=a["w_hh"].float()), r"w_hh has dtype Float but input has dtype Double"
+                                                          r"|w_hh has dtype torch.float32 but input"),
+    "batch_sizes dtype": (lambda a: a.update(batch_sizes=a["batch_sizes"].int()), r"batch_sizes must be a 1-D int64"),
+}
+
+LAYER_BAD_VALUES = {
+    "batch_sizes increasing": ([2, 3, 3], r"batch_sizes must be non-increasing values in \[0, batch = 3\].*"
+                                          r"batch_sizes\[1\] = 3 after 2"),
+    "batch_sizes too large": ([4, 3, 1], r"batch_sizes\[0\] = 4"),
+    "batch_sizes sum": ([3, 3, 3], r"batch_sizes sum to 9 but input has 8 rows"),
+}
+
+
+def named_layer_inputs(device="cpu"):
+    names = ("input", "batch_sizes", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+    return dict(zip(names, layer_inputs([3, 3, 2], True, device=device)))
+
+
+@pytest.mark.parametrize("on_meta", [False, True])
+@pytest.mark.parametrize("case", list(LAYER_BAD_INPUTS))
+def test_layer_op_bad_input(case, on_meta):
+    """The C++ checks and their Python mirror in the fake kernel give the same message."""
+    change, message = LAYER_BAD_INPUTS[case]
+    args = named_layer_inputs()
+    change(args)
+    if on_meta:
+        args = {name: t if name == "batch_sizes" else t.to("meta") for name, t in args.items()}
+    with pytest.raises(RuntimeError, match=message):
+        ops.lstm_layer(**args)
+
+
+@pytest.mark.parametrize("case", list(LAYER_BAD_VALUES))
+def test_layer_op_bad_batch_sizes(case):
+    batch_sizes, message = LAYER_BAD_VALUES[case]
+    args = named_layer_inputs()
+    args["batch_sizes"] = torch.tensor(batch_sizes)
+    with pytest.raises(RuntimeError, match=message):
+        ops.lstm_layer(**args)
+
+
+def test_layer_backward_op_bad_grad_shape():
+    args = named_layer_inputs()
+    output, h_n, c_n, gates_act, cells, hidden_prev = torch.ops.tl_core.lstm_layer_forward(*args.values(), False)
+    with pytest.raises(RuntimeError, match=r"grad_h_n must have shape c0's \(batch, hidden_size\) = \[3, 4\]"):
+        torch.ops.tl_core.lstm_layer_backward(None, h_n[:2], None, args["input"], args["batch_sizes"], args["c0"],
+                                              args["w_ih"], args["w_hh"], gates_act, cells, hidden_prev, False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])
+def test_cuda_module_errors_for_cpu_input_and_batch_sizes_on_the_gpu(device):
+    fused = fused_module().to(device)
+    with pytest.raises(RuntimeError, match=r"input is on cpu but the weights are on cuda"):
+        fused(torch.randn(5, 2, INPUT_SIZE))
+    args = named_layer_inputs(device)
+    args["batch_sizes"] = args["batch_sizes"].to(device)
+    with pytest.raises(RuntimeError, match=r"batch_sizes must be on the CPU"):
+        ops.lstm_layer(**args)
+
+
+# ---- resources ----------------------------------------------------------------------------------------------------
+
+def resident_memory_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc (Linux)")
+def test_no_memory_growth_over_10000_forward_backward_calls():
+    """Anything kept by mistake per call (saved tensors, autograd nodes) would grow the process by ~10 KB per call
+    here, i.e. by ~100 MB over the 10,000 calls."""
+    fused = FusedLSTM(8, 16, batch_first=True)
+    input = torch.randn(4, 10, 8, requires_grad=True)
+    lengths = torch.tensor([10, 3, 7, 1])
+
+    def step():
+        output, (h_n, _) = fused(input, lengths=lengths)
+        (output.sum() + h_n.sum()).backward()
+
+    for _ in range(500):
+        step()
+    before = resident_memory_bytes()
+    for _ in range(10_000):
+        step()
+    growth = resident_memory_bytes() - before
+    assert growth < 20 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB over 10,000 calls"
