@@ -1,0 +1,91 @@
+"""The sentiment classifier (tl_core/models.py): shapes, pooling over valid steps only, backends, layer groups."""
+
+import pytest
+import torch
+
+from tl_core.models import ModelConfig, SentimentLSTM
+
+BACKENDS = ["torch", "fused"]
+
+
+def make_model(backend, pooling="concat", **overrides):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=30, embedding_dim=8, hidden_size=6, lstm_backend=backend, pooling=pooling,
+                         **overrides)
+    return SentimentLSTM(config).eval()
+
+
+def padded(reviews, length):
+    tokens = torch.zeros(len(reviews), length, dtype=torch.int64)
+    for row, review in enumerate(reviews):
+        tokens[row, :len(review)] = torch.tensor(review)
+    return tokens, torch.tensor([len(r) for r in reviews])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pooling", ["last", "concat"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, True), (2, False), (2, True)])
+def test_shapes(backend, pooling, layers, bidirectional):
+    model = make_model(backend, pooling, num_layers=layers, bidirectional=bidirectional)
+    tokens, lengths = padded([[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]], 7)
+    assert model.encode(tokens, lengths).shape == (3, model.config.feature_size)
+    assert model(tokens, lengths).shape == (3,)
+    assert model.config.feature_size == (2 if bidirectional else 1) * 6 * (3 if pooling == "concat" else 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pooling", ["last", "concat"])
+def test_padding_does_not_change_a_reviews_logit(backend, pooling):
+    """A review's logit depends on its own tokens only: not on how much padding or which neighbours it has."""
+    model = make_model(backend, pooling, num_layers=2)
+    review = [3, 14, 15, 9, 2, 6]
+    alone = model(*padded([review], 6))
+    padded_more = model(*padded([review], 40))
+    with_neighbours = model(*padded([[1] * 25, review, [7, 7]], 25))[1]
+    torch.testing.assert_close(padded_more, alone, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(with_neighbours, alone[0], atol=1e-6, rtol=1e-5)
+
+
+def test_backends_compute_the_same_function():
+    fused = make_model("fused", num_layers=2)
+    reference = make_model("torch", num_layers=2)
+    reference.load_state_dict(fused.state_dict())
+    tokens, lengths = padded([[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]], 9)
+    torch.testing.assert_close(fused(tokens, lengths), reference(tokens, lengths), atol=1e-5, rtol=1e-5)
+
+
+def test_pretrained_and_frozen_embeddings():
+    vectors = torch.randn(30, 8)
+    model = SentimentLSTM(ModelConfig(vocab_size=30, embedding_dim=8, hidden_size=4, freeze_embeddings=True,
+                                      lstm_backend="torch"), embeddings=vectors)
+    assert torch.equal(model.embedding.weight, vectors) and not model.embedding.weight.requires_grad
+    with pytest.raises(ValueError, match=r"embeddings have shape \(30, 5\)"):
+        SentimentLSTM(ModelConfig(vocab_size=30, embedding_dim=8, hidden_size=4), embeddings=torch.randn(30, 5))
+
+
+def test_layer_groups_cover_every_parameter_once():
+    model = make_model("fused", num_layers=2)
+    groups = model.layer_groups()
+    assert [name for name, _ in groups] == ["embedding", "lstm layer 0", "lstm layer 1", "head"]
+    grouped = [id(p) for _, params in groups for p in params]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    assert len(groups[1][1]) == 8  # weight_ih, weight_hh, bias_ih, bias_hh, each forward and reverse
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("pooling", "mean", "pooling must be one of"),
+    ("lstm_backend", "cudnn", "lstm_backend must be one of"),
+    ("hidden_size", 0, "hidden_size must be a positive integer"),
+    ("output_dropout", 1.0, r"output_dropout must be in \[0, 1\)"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(vocab_size=10, **{field: value})
+
+
+def test_bad_batch_shapes():
+    model = make_model("torch")
+    with pytest.raises(ValueError, match="tokens must be"):
+        model(torch.zeros(3, dtype=torch.int64), torch.tensor([1, 1, 1]))
+    with pytest.raises(ValueError, match=r"lengths must be \(batch,\) = \(2,\)"):
+        model(torch.zeros(2, 4, dtype=torch.int64), torch.tensor([1, 1, 1]))

@@ -1,0 +1,151 @@
+"""The training loop (tl_core/train.py): it learns, it is deterministic, schedules, metrics, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from tl_core import train
+from tl_core.models import ModelConfig, SentimentLSTM
+
+VOCAB = ["<pad>", "<unk>"] + [f"w{i}" for i in range(40)]
+GOOD, BAD = 5, 6  # the tokens that decide the synthetic label
+
+
+def synthetic_reviews(count, seed):
+    """Random reviews of 4-30 tokens; positive ones contain GOOD, negative ones BAD, once, anywhere."""
+    generator = np.random.default_rng(seed)
+    reviews, labels = [], []
+    for index in range(count):
+        length = int(generator.integers(4, 31))
+        review = generator.integers(7, len(VOCAB), size=length)
+        label = index % 2
+        review[generator.integers(0, length)] = GOOD if label else BAD
+        reviews.append(review.tolist())
+        labels.append(label)
+    return reviews, labels
+
+
+def loader(reviews, labels, batch_size=32, shuffle_seed=None):
+    order = np.arange(len(reviews))
+    if shuffle_seed is not None:
+        np.random.default_rng(shuffle_seed).shuffle(order)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        longest = max(len(reviews[i]) for i in chosen)
+        tokens = torch.zeros(len(chosen), longest, dtype=torch.int64)
+        for row, i in enumerate(chosen):
+            tokens[row, :len(reviews[i])] = torch.tensor(reviews[i])
+        batches.append((tokens, torch.tensor([len(reviews[i]) for i in chosen]),
+                        torch.tensor([labels[i] for i in chosen], dtype=torch.float32)))
+    return batches
+
+
+def train_once(seed=0, epochs=3, backend="fused"):
+    train.seed_everything(seed)
+    model = SentimentLSTM(ModelConfig(vocab_size=len(VOCAB), embedding_dim=16, hidden_size=16,
+                                      embedding_dropout=0.1, output_dropout=0.1, lstm_backend=backend))
+    train_data, val_data = synthetic_reviews(512, 1), synthetic_reviews(128, 2)
+    config = train.TrainConfig(epochs=epochs, lr=1e-2, seed=seed, progress=False, patience=0, device="cpu")
+    history = train.fit(model, loader(*train_data, shuffle_seed=seed), loader(*val_data), config)
+    return model, history, val_data
+
+
+def test_fit_learns_a_separable_task():
+    model, history, val_data = train_once()
+    metrics = train.evaluate(model, loader(*val_data))
+    assert metrics["accuracy"] > 0.95, history.epochs
+    assert history.best_epoch is not None and len(history.epochs) == 3
+    assert history.step_losses[-1] < history.step_losses[0]
+
+
+def test_same_seed_same_numbers():
+    _, first, _ = train_once(seed=3, epochs=1)
+    _, second, _ = train_once(seed=3, epochs=1)
+    assert first.step_losses == second.step_losses
+    _, other, _ = train_once(seed=4, epochs=1)
+    assert other.step_losses != first.step_losses
+
+
+def test_best_epoch_is_kept_and_early_stopping():
+    train.seed_everything(0)
+    model = SentimentLSTM(ModelConfig(vocab_size=len(VOCAB), embedding_dim=8, hidden_size=8, lstm_backend="torch"))
+    data = loader(*synthetic_reviews(64, 1))
+    saved = []
+    config = train.TrainConfig(epochs=6, lr=0.0, patience=1, progress=False, device="cpu")  # lr 0: no gain
+    history = train.fit(model, data, data, config, checkpoint=lambda m, info: saved.append(info["epoch"]))
+    assert history.stopped_early and len(history.epochs) == 2 and history.best_epoch == 1 and saved == [1]
+
+
+def test_binary_metrics():
+    metrics = train.binary_metrics(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1]))
+    assert metrics["confusion"] == [[1, 1], [1, 2]]
+    assert metrics["accuracy"] == pytest.approx(3 / 5) and metrics["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+
+
+def test_stlr_schedule_shape():
+    total = 100
+    values = [train.lr_multiplier("stlr", step, total, 0.1, 32) for step in range(total)]
+    peak = int(np.argmax(values))
+    assert peak == 10 and values[peak] == pytest.approx(1.0)
+    assert values[0] == pytest.approx(1 / 32)
+    assert all(a < b for a, b in zip(values[:peak], values[1:peak + 1]))  # rises
+    assert all(a > b for a, b in zip(values[peak:], values[peak + 1:]))  # then falls
+    assert values[-1] == pytest.approx(1 / 32, abs=0.02)
+    assert train.lr_multiplier("linear", 50, 100) == pytest.approx(0.5)
+    assert train.lr_multiplier("constant", 50, 100) == 1.0
+
+
+def test_discriminative_groups_and_epoch_hook():
+    train.seed_everything(0)
+    model = SentimentLSTM(ModelConfig(vocab_size=len(VOCAB), embedding_dim=8, hidden_size=8, lstm_backend="torch"))
+    groups = [{"params": params, "lr": 1e-2 / 2.6 ** (len(model.layer_groups()) - 1 - depth)}
+              for depth, (_, params) in enumerate(model.layer_groups())]
+    for parameter in model.embedding.parameters():
+        parameter.requires_grad_(False)
+    embedding_before = model.embedding.weight.detach().clone()
+    seen, moved = [], {}
+
+    def unfreeze(epoch, m):
+        seen.append(epoch)
+        moved[epoch] = not torch.equal(m.embedding.weight, embedding_before)
+        if epoch == 2:
+            m.embedding.weight.requires_grad_(True)
+
+    data = loader(*synthetic_reviews(64, 1))
+    train.fit(model, data, data, train.TrainConfig(epochs=3, patience=0, progress=False, device="cpu"),
+              param_groups=groups, on_epoch_start=unfreeze)
+    assert seen == [1, 2, 3]
+    assert moved == {1: False, 2: False, 3: True}, "frozen in epoch 1, trained once unfrozen in epoch 2"
+
+
+def test_checkpoint_round_trip_and_mismatches(tmp_path):
+    model, _, val_data = train_once(epochs=1)
+    path = train.save_checkpoint(tmp_path / "source.pt", model, VOCAB, {"note": "test"})
+    restored, payload = train.model_from_checkpoint(path, VOCAB)
+    batch = loader(*val_data)[0]
+    torch.testing.assert_close(restored.eval()(*batch[:2]), model.eval()(*batch[:2]))
+    assert payload["extra"] == {"note": "test"}
+    with pytest.raises(train.CheckpointMismatchError, match=r"different vocabulary \(42 tokens\).*41 tokens"):
+        train.load_checkpoint(path, VOCAB[:-1])
+    with pytest.raises(train.CheckpointMismatchError, match=r"hidden_size: checkpoint 16 vs expected 32"):
+        train.load_checkpoint(path, VOCAB, expected_config={"hidden_size": 32})
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(train.CheckpointMismatchError, match="not a readable checkpoint"):
+        train.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model, _, _ = train_once(epochs=1)
+    path = train.save_checkpoint(tmp_path / "source.pt", model, VOCAB)
+    good = path.read_bytes()
+
+    def failing_save(obj, target):
+        with open(target, "wb") as stream:
+            stream.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(path, model, VOCAB)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["source.pt"]

@@ -1,0 +1,150 @@
+"""The sentiment classifier: embedding -> dropout -> LSTM -> pooling over valid steps -> dropout -> one logit.
+
+Introduced in ``notebooks/04_source_lstm.ipynb`` (trained on IMDB) and reused in ``05_transfer`` and
+``06_fine_tuning`` (moved to a new domain). The LSTM is :class:`tl_core.FusedLSTM` (the fused C++/CUDA core) by
+default; ``lstm_backend="torch"`` swaps in ``torch.nn.LSTM`` on packed sequences (the same computation, PyTorch's
+own kernels) for comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+POOLINGS = ("last", "concat")
+LSTM_BACKENDS = ("fused", "torch")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines the classifier's architecture (saved in every checkpoint)."""
+
+    vocab_size: int  # rows of the embedding table: the size of the Vocab the model reads
+    embedding_dim: int = 100  # width of a word vector (Word2Vec's vector_size)
+    hidden_size: int = 128  # LSTM units per direction
+    num_layers: int = 1  # stacked LSTM layers
+    bidirectional: bool = True  # also read each review right to left
+    embedding_dropout: float = 0.3  # dropout on the word vectors, before the LSTM
+    lstm_dropout: float = 0.0  # dropout between stacked LSTM layers (as torch.nn.LSTM's dropout)
+    output_dropout: float = 0.3  # dropout on the pooled features, before the head
+    pooling: str = "concat"  # "last": final states; "concat": last + max + mean over valid steps (ULMFiT)
+    freeze_embeddings: bool = False  # keep the word vectors fixed during training
+    lstm_backend: str = "fused"  # "fused": tl_core.FusedLSTM; "torch": torch.nn.LSTM on packed sequences
+    padding_idx: int = 0  # token id of <pad>
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.lstm_backend not in LSTM_BACKENDS:
+            raise ValueError(f"lstm_backend must be one of {LSTM_BACKENDS}, got {self.lstm_backend!r}")
+        for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("embedding_dropout", "lstm_dropout", "output_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def feature_size(self) -> int:
+        """Width of the pooled features the head reads."""
+        per_summary = self.directions * self.hidden_size
+        return per_summary * (3 if self.pooling == "concat" else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+class PackedTorchLSTM(nn.LSTM):
+    """``torch.nn.LSTM`` with FusedLSTM's ``forward(input, hx=None, lengths=None)``: packs by lengths so that the
+    recurrence stops at each sequence's end (the same computation as FusedLSTM with lengths)."""
+
+    def forward(self, input: Tensor, hx=None, lengths: Tensor | None = None):  # noqa: A002 (nn.LSTM's name)
+        if lengths is None:
+            return super().forward(input, hx)
+        packed = nn.utils.rnn.pack_padded_sequence(input, lengths.cpu(), batch_first=self.batch_first,
+                                                   enforce_sorted=False)
+        output, state = super().forward(packed, hx)
+        output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=self.batch_first,
+                                                     total_length=input.shape[1 if self.batch_first else 0])
+        return output, state
+
+
+def make_lstm(config: ModelConfig) -> nn.Module:
+    """The LSTM of the chosen backend; both have torch.nn.LSTM's parameter names, so weights move between them."""
+    arguments = dict(input_size=config.embedding_dim, hidden_size=config.hidden_size, num_layers=config.num_layers,
+                     batch_first=True, dropout=config.lstm_dropout if config.num_layers > 1 else 0.0,
+                     bidirectional=config.bidirectional)
+    if config.lstm_backend == "torch":
+        return PackedTorchLSTM(**arguments)
+    from .lstm import FusedLSTM
+
+    return FusedLSTM(**arguments)
+
+
+class SentimentLSTM(nn.Module):
+    """A review in, one logit out (positive > 0). Introduced in ``notebooks/04_source_lstm.ipynb``."""
+
+    def __init__(self, config: ModelConfig, embeddings: Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.padding_idx)
+        if embeddings is not None:
+            if tuple(embeddings.shape) != (config.vocab_size, config.embedding_dim):
+                raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, but the config asks for "
+                                 f"(vocab_size, embedding_dim) = ({config.vocab_size}, {config.embedding_dim})")
+            with torch.no_grad():
+                self.embedding.weight.copy_(embeddings)
+        self.embedding.weight.requires_grad_(not config.freeze_embeddings)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.lstm = make_lstm(config)
+        self.output_dropout = nn.Dropout(config.output_dropout)
+        self.head = nn.Linear(config.feature_size, 1)
+
+    def encode(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Pooled features (B, feature_size) of a padded batch: tokens (B, T) int64, lengths (B,)."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
+        if lengths.shape != tokens.shape[:1]:
+            raise ValueError(f"lengths must be (batch,) = ({tokens.shape[0]},), got shape {tuple(lengths.shape)}")
+        lengths_cpu = lengths.to("cpu", torch.int64)
+        words = self.embedding_dropout(self.embedding(tokens))
+        output, (h_n, _) = self.lstm(words, lengths=lengths_cpu)
+        # h_n holds each direction's state at the sequence's own last valid step (the reverse one at its start).
+        last = h_n.view(self.config.num_layers, self.config.directions, tokens.shape[0], self.config.hidden_size)[-1]
+        last = last.transpose(0, 1).reshape(tokens.shape[0], -1)
+        if self.config.pooling == "last":
+            return last
+        steps = torch.arange(tokens.shape[1], device=tokens.device)
+        valid = (steps[None, :] < lengths.to(tokens.device)[:, None]).unsqueeze(-1)  # (B, T, 1)
+        maximum = output.masked_fill(~valid, float("-inf")).amax(dim=1)
+        mean = output.masked_fill(~valid, 0.0).sum(dim=1) / lengths.to(output)[:, None]
+        return torch.cat([last, maximum, mean], dim=1)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Logits (B,): the classifier's confidence that each review is positive, before the sigmoid."""
+        return self.head(self.output_dropout(self.encode(tokens, lengths))).squeeze(-1)
+
+    def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
+        """Parameter groups from the input up (ULMFiT's unit of unfreezing and of learning rates):
+        embedding, each LSTM layer (both directions), the head."""
+        groups = [("embedding", [self.embedding.weight])]
+        for layer in range(self.config.num_layers):
+            names = [n for n, _ in self.lstm.named_parameters() if n.split("_l")[-1].split("_")[0] == str(layer)]
+            groups.append((f"lstm layer {layer}", [dict(self.lstm.named_parameters())[n] for n in names]))
+        groups.append(("head", list(self.head.parameters())))
+        return groups
