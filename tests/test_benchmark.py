@@ -8,13 +8,13 @@ import torch
 from tl_core import benchmark, ops
 
 
-def test_count_tokens_strips_line_breaks_and_splits_punctuation():
-    assert benchmark.count_tokens("Great film!<br /><br />I didn't like the END, though.") == 11
-
-
 def test_imdb_train_lengths_from_the_real_archive(shared_data_dir):
+    from tl_core import data, text
+
     lengths, source = benchmark.imdb_train_lengths(str(shared_data_dir))
-    assert len(lengths) == 25_000 and "IMDB train reviews (25000)" in source
+    assert len(lengths) == 25_000 and "IMDB train reviews (25000)" in source and "tl_core.text" in source
+    first = data.load_imdb("train", str(shared_data_dir)).texts[0]
+    assert lengths[0] == len(text.tokenize(first)), "the course tokenizer counts the tokens"
     assert min(lengths) >= 1 and 150 < sorted(lengths)[12_500] < 300  # the median review is a few hundred tokens
 
 

@@ -19,7 +19,6 @@ import platform
 import re
 import statistics
 import sys
-import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,27 +73,20 @@ CUDA_TARGETS = tuple((f"{name}: FusedLSTM / nn.LSTM (cuDNN)", name, "fused", "nn
     ("imdb: FusedLSTM / nn.LSTM (cuDNN) on packed input", "imdb", "fused", "nn_lstm_packed", 1.5),
 )
 
-# A simple word-and-punctuation tokenizer for counting review lengths. The course tokenizer (tl_core.text) will
-# replace it.
-_BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
-_IMDB_TRAIN_REVIEW = re.compile(r"(?:^|/)aclImdb/train/(?:pos|neg)/\d+_\d+\.txt$")
-
 #: Stand-in for the IMDB train length distribution when the data is not there: log-normal with roughly the real
 #: median and spread of review lengths in tokens. Recorded as such in the JSON.
 FALLBACK_LENGTHS = {"median": 201, "sigma": 0.77, "count": 25_000}
 
 
-def count_tokens(text: str) -> int:
-    return len(_TOKEN.findall(_BREAK_TAG.sub(" ", text).lower()))
-
-
 def imdb_train_lengths(data_dir: str | None = None) -> tuple[list[int], str]:
-    """Token counts of the 25,000 IMDB train reviews, and where they came from.
+    """Token counts of the 25,000 IMDB train reviews (the course tokenizer, ``tl_core.text.tokenize``), and where
+    they came from.
 
-    Reads the archive (or the extracted folder) found by the data path rule, never downloading; when IMDB is not
+    Reads IMDB through ``tl_core.data.load_imdb`` (the data path rule), never downloading; when IMDB is not
     there, draws the same number of lengths from the labelled log-normal ``FALLBACK_LENGTHS`` instead.
     """
+    from . import data, text
+
     try:
         location = paths.dataset_path("imdb", data_dir, download=False)
     except paths.DatasetNotFoundError:
@@ -103,17 +95,9 @@ def imdb_train_lengths(data_dir: str | None = None) -> tuple[list[int], str]:
         lengths = (draws + math.log(FALLBACK_LENGTHS["median"])).exp().round().clamp(min=1).long().tolist()
         return lengths, (f"fallback: log-normal (median {FALLBACK_LENGTHS['median']} tokens, sigma "
                          f"{FALLBACK_LENGTHS['sigma']}); IMDB was not found by the data path rule")
-    lengths = []
-    if location.is_dir():
-        for review in sorted(location.glob("train/*/*.txt")):
-            if _IMDB_TRAIN_REVIEW.search(review.as_posix()):
-                lengths.append(count_tokens(review.read_text(encoding="utf-8")))
-    else:
-        with tarfile.open(location, "r:*") as archive:
-            for member in archive:
-                if member.isfile() and _IMDB_TRAIN_REVIEW.search(member.name):
-                    lengths.append(count_tokens(archive.extractfile(member).read().decode("utf-8")))
-    return lengths, f"IMDB train reviews ({len(lengths)}) in {location.name}, regex word/punctuation tokens"
+    reviews = data.load_imdb("train", data_dir)
+    lengths = [len(tokens) for tokens in text.tokenize_all(reviews.texts)]
+    return lengths, f"IMDB train reviews ({len(lengths)}) in {location.name}, tl_core.text.tokenize tokens"
 
 
 def draw_lengths(distribution: list[int], batch: int, max_length: int, seed: int = 0) -> torch.Tensor:
