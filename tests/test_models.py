@@ -54,6 +54,18 @@ def test_backends_compute_the_same_function():
     torch.testing.assert_close(fused(tokens, lengths), reference(tokens, lengths), atol=1e-5, rtol=1e-5)
 
 
+def test_padded_backend_matches_only_where_padding_cannot_leak():
+    """nn.LSTM over the padded batch: exact when every review fills the batch, different for a shorter one."""
+    fused = make_model("fused", pooling="last")
+    padded_lstm = make_model("torch_padded", pooling="last")
+    padded_lstm.load_state_dict(fused.state_dict())
+    full = padded([[1, 2, 3, 4], [5, 6, 7, 8]], 4)
+    torch.testing.assert_close(padded_lstm(*full), fused(*full), atol=1e-5, rtol=1e-5)
+    ragged = padded([[1, 2, 3, 4], [5, 6]], 4)
+    assert torch.allclose(padded_lstm(*ragged)[0], fused(*ragged)[0], atol=1e-5)
+    assert not torch.allclose(padded_lstm(*ragged)[1], fused(*ragged)[1], atol=1e-4)  # read two padding steps
+
+
 def test_pretrained_and_frozen_embeddings():
     vectors = torch.randn(30, 8)
     model = SentimentLSTM(ModelConfig(vocab_size=30, embedding_dim=8, hidden_size=4, freeze_embeddings=True,

@@ -3,7 +3,8 @@
 Introduced in ``notebooks/04_source_lstm.ipynb`` (trained on IMDB) and reused in ``05_transfer`` and
 ``06_fine_tuning`` (moved to a new domain). The LSTM is :class:`tl_core.FusedLSTM` (the fused C++/CUDA core) by
 default; ``lstm_backend="torch"`` swaps in ``torch.nn.LSTM`` on packed sequences (the same computation, PyTorch's
-own kernels) for comparisons.
+own kernels) for comparisons, and ``"torch_padded"`` runs ``torch.nn.LSTM`` over the padded batch as it is (oneDNN
+or cuDNN, fast, but the recurrence also reads the padding, so final states of shorter reviews differ).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 POOLINGS = ("last", "concat")
-LSTM_BACKENDS = ("fused", "torch")
+LSTM_BACKENDS = ("fused", "torch", "torch_padded")
 
 
 @dataclass
@@ -32,7 +33,7 @@ class ModelConfig:
     output_dropout: float = 0.3  # dropout on the pooled features, before the head
     pooling: str = "concat"  # "last": final states; "concat": last + max + mean over valid steps (ULMFiT)
     freeze_embeddings: bool = False  # keep the word vectors fixed during training
-    lstm_backend: str = "fused"  # "fused": tl_core.FusedLSTM; "torch": torch.nn.LSTM on packed sequences
+    lstm_backend: str = "fused"  # "fused": FusedLSTM; "torch": nn.LSTM, packed; "torch_padded": nn.LSTM, padded
     padding_idx: int = 0  # token id of <pad>
 
     def __post_init__(self):
@@ -84,6 +85,15 @@ class PackedTorchLSTM(nn.LSTM):
         return output, state
 
 
+class PaddedTorchLSTM(nn.LSTM):
+    """``torch.nn.LSTM`` over the whole padded batch, ignoring ``lengths``: what most code does, and the fastest
+    path of ``nn.LSTM`` on a CPU (oneDNN), but every sequence runs to the batch's longest, so the final state (and
+    the reverse direction) of a shorter sequence has read padding."""
+
+    def forward(self, input: Tensor, hx=None, lengths: Tensor | None = None):  # noqa: A002, ARG002
+        return super().forward(input, hx)
+
+
 def make_lstm(config: ModelConfig) -> nn.Module:
     """The LSTM of the chosen backend; both have torch.nn.LSTM's parameter names, so weights move between them."""
     arguments = dict(input_size=config.embedding_dim, hidden_size=config.hidden_size, num_layers=config.num_layers,
@@ -91,6 +101,8 @@ def make_lstm(config: ModelConfig) -> nn.Module:
                      bidirectional=config.bidirectional)
     if config.lstm_backend == "torch":
         return PackedTorchLSTM(**arguments)
+    if config.lstm_backend == "torch_padded":
+        return PaddedTorchLSTM(**arguments)
     from .lstm import FusedLSTM
 
     return FusedLSTM(**arguments)
