@@ -228,3 +228,38 @@ def test_summary_and_label_multiplier():
         transfer.label_multiplier(rows, at=50)
     table = transfer.format_summary(rows, zero_shot_accuracy=0.7)
     assert "60.0 ± 7.1" in table and "zero-shot" in table
+
+
+def test_learning_rate_plan_matches_what_the_loop_does(source, word2vec):
+    """The plotted plan of notebook 06 is the loop's own: the head's rate per step equals History.step_lrs of a
+    real gradual run, lower groups run at /2.6 per group, and frozen groups at 0."""
+    strategy = transfer.get_strategy("gradual")
+    config = train.TrainConfig(epochs=4, lr=1e-2, patience=0, progress=False, device="cpu")
+    data = loader(*synthetic_reviews(64, 5), batch_size=16)
+    plan = transfer.learning_rate_plan(transfer.build_model(strategy, source, word2vec, seed=0), strategy, config,
+                                       steps_per_epoch=len(data))
+    _, history = transfer.train_strategy(strategy, source, word2vec, data, data, config)
+    np.testing.assert_allclose(plan["head"], history.step_lrs)
+    steps = len(data)
+    assert (plan["lstm layer 1"][:steps] == 0).all() and (plan["lstm layer 1"][steps:] > 0).all()
+    assert (plan["lstm layer 0"][:2 * steps] == 0).all() and (plan["embedding"][:3 * steps] == 0).all()
+    np.testing.assert_allclose(plan["lstm layer 0"][3 * steps:], plan["head"][3 * steps:] / 2.6 ** 2)
+    flat = transfer.learning_rate_plan(transfer.build_model(transfer.get_strategy("frozen"), source, word2vec, 0),
+                                       transfer.get_strategy("frozen"), config, steps_per_epoch=steps)
+    assert (flat["head"] == 1e-2).all() and not flat["embedding"].any() and not flat["lstm layer 0"].any()
+
+
+def test_merge_results_replaces_the_same_run():
+    old = [{"strategy": "scratch", "n_labels": 200, "seed": 1, "accuracy": 0.5},
+           {"strategy": "frozen", "n_labels": 200, "seed": 1, "accuracy": 0.7}]
+    new = [{"strategy": "scratch", "n_labels": 200, "seed": 1, "accuracy": 0.6},
+           {"strategy": "scratch", "n_labels": 50, "seed": 1, "accuracy": 0.55}]
+    assert transfer.merge_results(old, new) == [old[1], *new]
+
+
+def test_run_grid_keeps_only_the_models_asked_for(tiny_task, source, word2vec):
+    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["frozen"], [20], [1, 2], config,
+                                        batch_size=8, val_fraction=0.25, keep_models={("frozen", 20, 2)},
+                                        progress=False)
+    assert len(records) == 2 and set(models) == {("frozen", 20, 2)}

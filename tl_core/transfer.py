@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 import numpy as np
 import torch
@@ -227,12 +227,13 @@ def zero_shot(model: SentimentLSTM, task: TargetTask) -> dict[str, Any]:
 
 def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str],
              n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
-             val_fraction: float, keep_models: bool = False, progress: bool = True,
+             val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
+             progress: bool = True,
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int, int], SentimentLSTM]]:
     """Every (n_labels, seed, strategy): the same labelled draw for all strategies of a (n_labels, seed) (a paired
     comparison), trained by the one loop and measured once on the test split. Returns the records
-    ``{strategy, n_labels, seed, accuracy, ...}`` and, with ``keep_models``, the trained models by
-    ``(strategy, n_labels, seed)``. Introduced in ``notebooks/05_transfer.ipynb``."""
+    ``{strategy, n_labels, seed, accuracy, ...}`` and the trained models by ``(strategy, n_labels, seed)``:
+    all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys. Introduced in ``notebooks/05_transfer.ipynb``."""
     import sys
 
     from tqdm.std import tqdm
@@ -256,8 +257,9 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
                             "accuracy": test["accuracy"], "f1": test["f1"], "train_examples": len(train_data),
                             "val_examples": len(val_data), "epochs_trained": len(history.epochs),
                             "best_epoch": history.best_epoch, "seconds": round(time.perf_counter() - started, 2)})
-            if keep_models:
-                models[(strategy.name, n_labels, seed)] = model
+            key = (strategy.name, n_labels, seed)
+            if keep_models is True or (not isinstance(keep_models, bool) and key in keep_models):
+                models[key] = model
             bar.set_postfix(last=f"{strategy.name}@{n_labels}/s{seed}: {100 * test['accuracy']:.1f}%", refresh=False)
             bar.update()
     bar.close()
@@ -323,3 +325,35 @@ def label_multiplier(rows: list[dict[str, Any]], at: int, baseline: str = "scrat
     return {"at": at, "best_strategy": best["strategy"], "best_accuracy": best["mean"], "baseline": baseline,
             "baseline_labels_needed": needed, "multiplier": None if needed is None else needed / at,
             "at_least": None if needed is not None else largest / at}
+
+
+def merge_results(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``existing`` records with ``new`` ones added; a new record replaces an old one of the same (strategy,
+    n_labels, seed). Notebook 06 adds its label-efficiency grid to notebook 05's ``metrics.json["transfer"]``."""
+    def key(record):
+        return record["strategy"], record["n_labels"], record["seed"]
+
+    replaced = {key(record) for record in new}
+    return [record for record in existing if key(record) not in replaced] + list(new)
+
+
+def learning_rate_plan(model: SentimentLSTM, strategy: Strategy, config: TrainConfig, steps_per_epoch: int
+                       ) -> dict[str, np.ndarray]:
+    """The learning rate each layer group trains with at every step of a run of ``strategy`` that lasts all
+    ``config.epochs`` epochs: discriminative base rate × the schedule's multiplier, and 0 while the group is
+    frozen. Computed with the same functions that :func:`train_strategy` hands to the loop (the requires_grad
+    flags of ``model`` are left as the plan's last epoch sets them). Introduced in ``06_fine_tuning.ipynb``."""
+    from .train import lr_multiplier
+
+    groups, on_epoch_start = training_plan(model, strategy, config.lr)
+    total_steps = config.epochs * steps_per_epoch
+    rates = {group["name"]: np.zeros(total_steps) for group in groups}
+    for epoch in range(1, config.epochs + 1):
+        on_epoch_start(epoch, model)
+        for step in range((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch):
+            multiplier = lr_multiplier(strategy.schedule, step, total_steps, config.stlr_cut_fraction,
+                                       config.stlr_ratio)
+            for group in groups:
+                if any(parameter.requires_grad for parameter in group["params"]):
+                    rates[group["name"]][step] = group["lr"] * multiplier
+    return rates
