@@ -225,7 +225,7 @@ def zero_shot(model: SentimentLSTM, task: TargetTask) -> dict[str, Any]:
     return evaluate(model, task.test_loader())
 
 
-def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str],
+def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str | Strategy],
              n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
              val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
              progress: bool = True,
@@ -238,7 +238,7 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
 
     from tqdm.std import tqdm
 
-    chosen = [get_strategy(name) for name in strategies]
+    chosen = [name if isinstance(name, Strategy) else get_strategy(name) for name in strategies]
     records, models = [], {}
     test_loader = task.test_loader()
     runs = [(n, seed) for n in n_labels_grid for seed in seeds]
