@@ -263,3 +263,13 @@ def test_run_grid_keeps_only_the_models_asked_for(tiny_task, source, word2vec):
                                         batch_size=8, val_fraction=0.25, keep_models={("frozen", 20, 2)},
                                         progress=False)
     assert len(records) == 2 and set(models) == {("frozen", 20, 2)}
+
+
+def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec):
+    from dataclasses import replace as variant
+
+    constant = variant(transfer.get_strategy("gradual"), name="gradual, constant rate", schedule="constant")
+    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
+    records, _ = transfer.run_grid(tiny_task, source, word2vec, [constant], [20], [1], config, batch_size=8,
+                                   val_fraction=0.25, progress=False)
+    assert records[0]["strategy"] == "gradual, constant rate"

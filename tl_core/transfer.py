@@ -233,7 +233,9 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     """Every (n_labels, seed, strategy): the same labelled draw for all strategies of a (n_labels, seed) (a paired
     comparison), trained by the one loop and measured once on the test split. Returns the records
     ``{strategy, n_labels, seed, accuracy, ...}`` and the trained models by ``(strategy, n_labels, seed)``:
-    all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys. Introduced in ``notebooks/05_transfer.ipynb``."""
+    all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
+    ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 06's
+    exercises). Introduced in ``notebooks/05_transfer.ipynb``."""
     import sys
 
     from tqdm.std import tqdm
