@@ -78,6 +78,17 @@ def test_parameter_of_an_unselected_notebook_is_unknown(course, tmp_path):
         run.plan("quick", {"epochs": 1}, only="00", run_dir=tmp_path / "o", notebooks_dir=course)
 
 
+def test_profile_settings_of_unselected_notebooks_are_left_out(course, tmp_path):
+    planned = run.plan("full", only="00", run_dir=tmp_path / "o", notebooks_dir=course)  # full.yaml: epochs: 5 (01)
+    assert planned.parameters == {} and planned.notebook_parameters["00_first"] == {"run_dir": str(tmp_path / "o")}
+    (course / "params" / "full.yaml").write_text("epochs: 5\nepoch: 3\n")
+    with pytest.raises(run.ParameterError, match="unknown parameter 'epoch'"):  # known to no notebook: an error
+        run.plan("full", only="00", run_dir=tmp_path / "o", notebooks_dir=course)
+    (course / "params" / "full.yaml").write_text("epochs: many\n")
+    with pytest.raises(run.ParameterError, match="epochs='many'"):  # a bad value for an unselected one too
+        run.plan("full", only="00", run_dir=tmp_path / "o", notebooks_dir=course)
+
+
 def test_unknown_profile_and_notebook(course):
     with pytest.raises(run.ParameterError, match=r"no profile 'huge'.*profiles: full, quick"):
         run.plan("huge", notebooks_dir=course)

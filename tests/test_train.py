@@ -92,6 +92,12 @@ def test_stlr_schedule_shape():
     assert all(a < b for a, b in zip(values[:peak], values[1:peak + 1]))  # rises
     assert all(a > b for a, b in zip(values[peak:], values[peak + 1:]))  # then falls
     assert values[-1] == pytest.approx(1 / 32, abs=0.02)
+    for total in (16, 37, 64):  # total * cut_fraction not whole: still within [1/ratio, 1], falling to the end
+        values = [train.lr_multiplier("stlr", step, total, 0.1, 32) for step in range(total)]
+        assert min(values) >= 1 / 32 and max(values) == pytest.approx(1.0)
+        peak = int(np.argmax(values))
+        assert all(a > b for a, b in zip(values[peak:], values[peak + 1:]))
+        assert values[-1] <= 1 / 32 + 1 / (total - max(1, int(0.1 * total)))  # one decay step above the floor
     assert train.lr_multiplier("linear", 50, 100) == pytest.approx(0.5)
     assert train.lr_multiplier("constant", 50, 100) == 1.0
 

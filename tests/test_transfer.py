@@ -121,3 +121,155 @@ def test_unknown_strategy_and_missing_embeddings(source):
         transfer.get_strategy("lora")
     with pytest.raises(ValueError, match="needs the Word2Vec embedding matrix"):
         transfer.build_model(transfer.get_strategy("embeddings"), source, None, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------ the protocol
+
+def write_target_csv(path, count=120, seed=7):
+    """A tiny target in the synthetic task's words: each row's text is its token names, so the test vocabulary
+    knows them (rows are distinct: the row number is part of no text, but the random words make collisions rare
+    and the ids tell rows apart)."""
+    import csv
+
+    reviews, labels = synthetic_reviews(count, seed)
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        for review, label in zip(reviews, labels):
+            writer.writerow([" ".join(VOCAB[i] for i in review), label])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    from tl_core.text import Vocab
+
+    path = write_target_csv(tmp_path_factory.mktemp("target") / "tiny.csv")
+    return transfer.prepare_target(str(path), Vocab(VOCAB), max_len=64)
+
+
+def test_target_task_split_and_oov(tiny_task):
+    test_ids, pool_ids = set(tiny_task.split.test.ids), set(tiny_task.split.pool.ids)
+    assert len(tiny_task.split.test) == 24 and len(tiny_task.split.pool) == 96  # TARGET_TEST_FRACTION of 120
+    assert not test_ids & pool_ids
+    assert tiny_task.oov_rate == 0.0, "every word of the synthetic target is in the vocabulary"
+    assert len(tiny_task.test_encoded) == 24
+
+
+def test_oov_rate_counts_unknown_running_tokens(tmp_path):
+    from tl_core.text import Vocab
+
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nw1 w2 zzz qqq,1\nw3 w4 w5 w6,0\nw1 w1 w1 w1,1\nw2 w2 w2 w2,0\nw9 w9 w9 w9,1\n"
+                    "w8 w8 w8 w8,0\n", encoding="utf-8")
+    task = transfer.prepare_target(str(path), Vocab(VOCAB), max_len=8)
+    assert task.oov_rate == pytest.approx(2 / 24)
+
+
+def test_sampling_protocol(tiny_task):
+    """No test example is ever in training or validation; the same seed draws the same examples; another seed
+    draws others; validation is carved from the n_labels (stratified), not added to them."""
+    test_ids = set(tiny_task.split.test.ids)
+    test_texts = set(tiny_task.split.test.texts)
+    draws = {}
+    for seed in (1, 2, 3):
+        train_part, val_part = transfer.draw_training_data(tiny_task, 40, seed, val_fraction=0.25)
+        assert len(train_part) + len(val_part) == 40 and len(val_part) == 10
+        assert not set(train_part.ids) & set(val_part.ids)
+        assert not (set(train_part.ids) | set(val_part.ids)) & test_ids
+        assert not (set(train_part.texts) | set(val_part.texts)) & test_texts
+        assert val_part.label_counts() == {0: 5, 1: 5}
+        again = transfer.draw_training_data(tiny_task, 40, seed, val_fraction=0.25)
+        assert again[0].ids == train_part.ids and again[1].ids == val_part.ids
+        draws[seed] = frozenset(train_part.ids)
+    assert len(set(draws.values())) == 3, "different seeds draw different examples"
+    with pytest.raises(ValueError, match="n_labels=97 but the pool of .* holds only 96"):
+        transfer.draw_training_data(tiny_task, 97, 1, 0.2)
+
+
+def test_run_grid_pairs_the_draws_and_records_each_run(tiny_task, source, word2vec):
+    config = train.TrainConfig(epochs=2, lr=1e-2, patience=0, device="cpu")
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["scratch", "frozen"], [20, 40], [1, 2],
+                                        config, batch_size=8, val_fraction=0.25, keep_models=True, progress=False)
+    assert [(r["n_labels"], r["seed"], r["strategy"]) for r in records] == [
+        (n, s, name) for n in (20, 40) for s in (1, 2) for name in ("scratch", "frozen")]
+    assert all(r["train_examples"] + r["val_examples"] == r["n_labels"] for r in records)
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["epochs_trained"] == 2 for r in records)
+    assert set(models) == {(r["strategy"], r["n_labels"], r["seed"]) for r in records}
+    frozen = models[("frozen", 20, 1)]
+    for name, value in frozen.state_dict().items():  # frozen trains its head only
+        if not name.startswith("head"):
+            assert torch.equal(value, source["state_dict"][name]), name
+    # a model's test accuracy is what evaluate() says on the test split: measured once, recorded as is
+    measured = train.evaluate(frozen, tiny_task.test_loader())["accuracy"]
+    assert measured == next(r["accuracy"] for r in records if (r["strategy"], r["n_labels"], r["seed"]) == (
+        "frozen", 20, 1))
+
+
+def test_summary_and_label_multiplier():
+    records = [{"strategy": s, "n_labels": n, "seed": seed, "accuracy": a} for s, n, seed, a in [
+        ("scratch", 100, 1, 0.55), ("scratch", 100, 2, 0.65), ("scratch", 400, 1, 0.80), ("scratch", 400, 2, 0.80),
+        ("frozen", 100, 1, 0.70), ("frozen", 100, 2, 0.70), ("frozen", 400, 1, 0.82), ("frozen", 400, 2, 0.84)]]
+    rows = transfer.summarize(records)
+    assert [(r["strategy"], r["n_labels"]) for r in rows] == [("scratch", 100), ("scratch", 400), ("frozen", 100),
+                                                               ("frozen", 400)]
+    assert rows[0]["mean"] == pytest.approx(0.60) and rows[0]["std"] == pytest.approx(np.std([0.55, 0.65], ddof=1))
+    # scratch: 0.60 at 100, 0.80 at 400; frozen reaches 0.70 at 100, half way in log(n): 200 labels, 2x
+    result = transfer.label_multiplier(rows, at=100)
+    assert result["best_strategy"] == "frozen"
+    assert result["baseline_labels_needed"] == pytest.approx(200.0)
+    assert result["multiplier"] == pytest.approx(2.0)
+    assert transfer.labels_needed(rows, "scratch", 0.9) is None
+    better = rows[:2] + [dict(rows[2], mean=0.95)]
+    assert transfer.label_multiplier(better, at=100) == {
+        "at": 100, "best_strategy": "frozen", "best_accuracy": 0.95, "baseline": "scratch",
+        "baseline_labels_needed": None, "multiplier": None, "at_least": 4.0}
+    with pytest.raises(ValueError, match="no transfer results at n_labels=50"):
+        transfer.label_multiplier(rows, at=50)
+    table = transfer.format_summary(rows, zero_shot_accuracy=0.7)
+    assert "60.0 ± 7.1" in table and "zero-shot" in table
+
+
+def test_learning_rate_plan_matches_what_the_loop_does(source, word2vec):
+    """The plotted plan of notebook 06 is the loop's own: the head's rate per step equals History.step_lrs of a
+    real gradual run, lower groups run at /2.6 per group, and frozen groups at 0."""
+    strategy = transfer.get_strategy("gradual")
+    config = train.TrainConfig(epochs=4, lr=1e-2, patience=0, progress=False, device="cpu")
+    data = loader(*synthetic_reviews(64, 5), batch_size=16)
+    plan = transfer.learning_rate_plan(transfer.build_model(strategy, source, word2vec, seed=0), strategy, config,
+                                       steps_per_epoch=len(data))
+    _, history = transfer.train_strategy(strategy, source, word2vec, data, data, config)
+    np.testing.assert_allclose(plan["head"], history.step_lrs)
+    steps = len(data)
+    assert (plan["lstm layer 1"][:steps] == 0).all() and (plan["lstm layer 1"][steps:] > 0).all()
+    assert (plan["lstm layer 0"][:2 * steps] == 0).all() and (plan["embedding"][:3 * steps] == 0).all()
+    np.testing.assert_allclose(plan["lstm layer 0"][3 * steps:], plan["head"][3 * steps:] / 2.6 ** 2)
+    flat = transfer.learning_rate_plan(transfer.build_model(transfer.get_strategy("frozen"), source, word2vec, 0),
+                                       transfer.get_strategy("frozen"), config, steps_per_epoch=steps)
+    assert (flat["head"] == 1e-2).all() and not flat["embedding"].any() and not flat["lstm layer 0"].any()
+
+
+def test_merge_results_replaces_the_same_run():
+    old = [{"strategy": "scratch", "n_labels": 200, "seed": 1, "accuracy": 0.5},
+           {"strategy": "frozen", "n_labels": 200, "seed": 1, "accuracy": 0.7}]
+    new = [{"strategy": "scratch", "n_labels": 200, "seed": 1, "accuracy": 0.6},
+           {"strategy": "scratch", "n_labels": 50, "seed": 1, "accuracy": 0.55}]
+    assert transfer.merge_results(old, new) == [old[1], *new]
+
+
+def test_run_grid_keeps_only_the_models_asked_for(tiny_task, source, word2vec):
+    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["frozen"], [20], [1, 2], config,
+                                        batch_size=8, val_fraction=0.25, keep_models={("frozen", 20, 2)},
+                                        progress=False)
+    assert len(records) == 2 and set(models) == {("frozen", 20, 2)}
+
+
+def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec):
+    from dataclasses import replace as variant
+
+    constant = variant(transfer.get_strategy("gradual"), name="gradual, constant rate", schedule="constant")
+    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
+    records, _ = transfer.run_grid(tiny_task, source, word2vec, [constant], [20], [1], config, batch_size=8,
+                                   val_fraction=0.25, progress=False)
+    assert records[0]["strategy"] == "gradual, constant rate"

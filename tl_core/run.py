@@ -265,8 +265,15 @@ class RunPlan:
 def plan(profile: str = "quick", overrides: dict[str, Any] | None = None, only: str | None = None,
          run_dir: str | Path | None = None, notebooks_dir: Path = NOTEBOOKS, reuse: str | Path | None = None,
          ) -> RunPlan:
-    notebooks = select(discover_notebooks(notebooks_dir), only)
-    parameters = {**load_profile(profile, Path(notebooks_dir) / "params"), **(overrides or {})}
+    course = discover_notebooks(notebooks_dir)
+    notebooks = select(course, only)
+    profile_values = load_profile(profile, Path(notebooks_dir) / "params")
+    # A profile sizes the whole course, so `--profile full --only 05,06` must work: its settings are checked
+    # against every notebook, and those of notebooks outside --only are left out. Overrides stay strict.
+    check_parameters(course, profile_values)
+    selected_names = {name for nb in notebooks for name in nb.parameters}
+    parameters = {**{name: value for name, value in profile_values.items() if name in selected_names},
+                  **(overrides or {})}
     check_parameters(notebooks, parameters)
     parameters = {name: VALUE_NORMALISERS[name](value) if name in VALUE_NORMALISERS else value
                   for name, value in parameters.items()}

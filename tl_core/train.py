@@ -72,7 +72,11 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, cut_fraction: floa
     if schedule == "linear":
         return max(0.0, 1.0 - step / total_steps)
     cut = max(1, math.floor(total_steps * cut_fraction))
-    p = step / cut if step < cut else 1 - (step - cut) / max(1, cut * (1 / cut_fraction - 1))
+    # The paper divides the decay by cut * (1 / cut_fraction - 1), which equals total_steps - cut only when
+    # total_steps * cut_fraction is whole; with few steps (a few hundred target labels) it is not, and the
+    # paper's form would run below 1/ratio and then negative. Decaying over the steps left is the same schedule
+    # where the paper's form is right, and stays in [1/ratio, 1] everywhere.
+    p = step / cut if step < cut else 1 - (step - cut) / max(1, total_steps - cut)
     return (1 + p * (ratio - 1)) / ratio
 
 

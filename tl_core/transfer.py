@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 import numpy as np
 import torch
@@ -154,3 +154,208 @@ def run_strategy(strategy: Strategy, source: dict[str, Any], embedding_weights, 
 def describe_strategies() -> list[dict[str, Any]]:
     """The strategy table, for the notebooks."""
     return [asdict(strategy) for strategy in STRATEGIES.values()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The protocol: a target split once, labels drawn per seed, every strategy on the same draw, the test used once
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Reviews per evaluation batch (no gradients, so larger than a training batch).
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass
+class TargetTask:
+    """A target task prepared for transfer: its fixed test split (encoded once) and the labelled pool.
+    Introduced in ``notebooks/05_transfer.ipynb``."""
+
+    spec: str  # the load_target spec it came from
+    split: Any  # tl_core.data.TargetSplit: test (never trained on, never used for choices) and pool
+    vocab: Any  # tl_core.text.Vocab of the source model (kept: the target's words map into it)
+    max_len: int  # reviews are cut to their first max_len tokens, as for the source model
+    test_encoded: Any  # tl_core.text.Encoded of split.test
+    oov_rate: float  # share of the target's running tokens unknown to the source vocabulary (become <unk>)
+
+    def test_loader(self):
+        from .text import make_loader
+
+        return make_loader(self.test_encoded, self.split.test.labels, EVAL_BATCH_SIZE, shuffle=False)
+
+    def loader(self, dataset, batch_size: int, *, shuffle: bool, seed: int = 0):
+        """A loader of any subset of the pool (a draw, its validation part)."""
+        from .text import make_loader, numericalize
+
+        return make_loader(numericalize(dataset.texts, self.vocab, self.max_len), dataset.labels, batch_size,
+                           shuffle=shuffle, seed=seed)
+
+
+def prepare_target(spec: str, vocab, max_len: int, data_dir=None) -> TargetTask:
+    """Load a target (any :func:`tl_core.data.load_target` spec), split it once (fixed, stratified test split) and
+    measure how much of it the source vocabulary knows. Introduced in ``notebooks/05_transfer.ipynb``."""
+    from .data import load_target, split_target
+    from .text import numericalize, tokenize_all
+
+    dataset = load_target(spec, data_dir)
+    split = split_target(dataset)
+    if len(split.pool) < 2 or len(split.test) < 2:
+        raise ValueError(f"target {spec!r} has {len(dataset)} labelled examples: too few for a test split and a "
+                         "pool to draw training labels from (at least a few of each class are needed)")
+    token_lists = tokenize_all(dataset.texts)
+    test_encoded = numericalize(tokenize_all(split.test.texts), vocab, max_len)
+    return TargetTask(spec=str(spec), split=split, vocab=vocab, max_len=max_len, test_encoded=test_encoded,
+                      oov_rate=1.0 - vocab.coverage(token_lists))
+
+
+def draw_training_data(task: TargetTask, n_labels: int, seed: int, val_fraction: float):
+    """The labelled data of one run: ``n_labels`` examples drawn from the pool with ``seed`` (stratified; the
+    same seed gives the same draw), split into training and validation (``val_fraction`` of the draw, stratified,
+    for early stopping and the best epoch). Neither part ever holds a test example: the pool excludes them.
+    Returns (train, val) TextDatasets. Introduced in ``notebooks/05_transfer.ipynb``."""
+    from .data import draw_labels, train_val_split
+
+    if n_labels > len(task.split.pool):
+        raise ValueError(f"n_labels={n_labels} but the pool of {task.spec} holds only {len(task.split.pool)} "
+                         f"labelled examples (the test split of {len(task.split.test)} is never drawn from)")
+    drawn = draw_labels(task.split.pool, n_labels, seed)
+    return train_val_split(drawn, val_fraction, seed)
+
+
+def zero_shot(model: SentimentLSTM, task: TargetTask) -> dict[str, Any]:
+    """The source model applied to the target's test split as it is: what domain shift alone leaves of it."""
+    return evaluate(model, task.test_loader())
+
+
+def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str | Strategy],
+             n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
+             val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
+             progress: bool = True,
+             ) -> tuple[list[dict[str, Any]], dict[tuple[str, int, int], SentimentLSTM]]:
+    """Every (n_labels, seed, strategy): the same labelled draw for all strategies of a (n_labels, seed) (a paired
+    comparison), trained by the one loop and measured once on the test split. Returns the records
+    ``{strategy, n_labels, seed, accuracy, ...}`` and the trained models by ``(strategy, n_labels, seed)``:
+    all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
+    ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 06's
+    exercises). Introduced in ``notebooks/05_transfer.ipynb``."""
+    import sys
+
+    from tqdm.std import tqdm
+
+    chosen = [name if isinstance(name, Strategy) else get_strategy(name) for name in strategies]
+    records, models = [], {}
+    test_loader = task.test_loader()
+    runs = [(n, seed) for n in n_labels_grid for seed in seeds]
+    bar = tqdm(total=len(runs) * len(chosen), desc="runs", file=sys.stdout, disable=not progress, ncols=100)
+    for n_labels, seed in runs:
+        train_data, val_data = draw_training_data(task, n_labels, seed, val_fraction)
+        train_loader = task.loader(train_data, batch_size, shuffle=True, seed=seed)
+        val_loader = task.loader(val_data, EVAL_BATCH_SIZE, shuffle=False)
+        for strategy in chosen:
+            run_config = replace(config, seed=seed, progress=False)
+            started = time.perf_counter()
+            model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader,
+                                            run_config)
+            test = evaluate(model, test_loader)
+            records.append({"strategy": strategy.name, "n_labels": n_labels, "seed": seed,
+                            "accuracy": test["accuracy"], "f1": test["f1"], "train_examples": len(train_data),
+                            "val_examples": len(val_data), "epochs_trained": len(history.epochs),
+                            "best_epoch": history.best_epoch, "seconds": round(time.perf_counter() - started, 2)})
+            key = (strategy.name, n_labels, seed)
+            if keep_models is True or (not isinstance(keep_models, bool) and key in keep_models):
+                models[key] = model
+            bar.set_postfix(last=f"{strategy.name}@{n_labels}/s{seed}: {100 * test['accuracy']:.1f}%", refresh=False)
+            bar.update()
+    bar.close()
+    return records, models
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation (over seeds, ddof=1; 0 for a single seed) of the accuracy per (strategy,
+    n_labels), in the order strategies first appear, then by n_labels."""
+    order = list(dict.fromkeys(record["strategy"] for record in records))
+    groups: dict[tuple[str, int], list[float]] = {}
+    for record in records:
+        groups.setdefault((record["strategy"], record["n_labels"]), []).append(record["accuracy"])
+    rows = []
+    for (strategy, n_labels), accuracies in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        values = np.asarray(accuracies, dtype=float)
+        rows.append({"strategy": strategy, "n_labels": n_labels, "mean": float(values.mean()),
+                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "runs": len(values)})
+    return rows
+
+
+def format_summary(rows: list[dict[str, Any]], zero_shot_accuracy: float | None = None) -> str:
+    """A plain-text table: one row per strategy, one column per n_labels, ``mean ± std`` in percent."""
+    strategies = list(dict.fromkeys(row["strategy"] for row in rows))
+    sizes = sorted({row["n_labels"] for row in rows})
+    cell = {(row["strategy"], row["n_labels"]): f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}" for row in rows}
+    width = max(14, *(len(value) + 2 for value in cell.values()))
+    lines = [f"{'strategy':<12}" + "".join(f"{f'{n} labels':>{width}}" for n in sizes)]
+    for strategy in strategies:
+        lines.append(f"{strategy:<12}" + "".join(f"{cell.get((strategy, n), '-'):>{width}}" for n in sizes))
+    if zero_shot_accuracy is not None:
+        lines.append(f"{'zero-shot':<12}" + f"{100 * zero_shot_accuracy:>{width}.1f}" + " (no target labels)")
+    return "\n".join(lines)
+
+
+def labels_needed(rows: list[dict[str, Any]], strategy: str, accuracy: float) -> float | None:
+    """How many labels ``strategy`` needs to reach ``accuracy`` (mean over seeds): the first grid point that
+    reaches it, interpolated linearly in log(n_labels) from the point before; None if no point of the grid does
+    (then it needs more than the largest n_labels measured)."""
+    curve = sorted((row["n_labels"], row["mean"]) for row in rows if row["strategy"] == strategy)
+    if not curve:
+        raise ValueError(f"no results for strategy {strategy!r}")
+    for index, (n_labels, mean) in enumerate(curve):
+        if mean >= accuracy:
+            if index == 0:
+                return float(n_labels)
+            (n_before, mean_before) = curve[index - 1]
+            share = (accuracy - mean_before) / (mean - mean_before)
+            return float(np.exp(np.log(n_before) + share * (np.log(n_labels) - np.log(n_before))))
+    return None
+
+
+def label_multiplier(rows: list[dict[str, Any]], at: int, baseline: str = "scratch") -> dict[str, Any]:
+    """ULMFiT's question: the best strategy other than ``baseline`` at ``at`` labels reaches some accuracy; how
+    many labels does ``baseline`` need for it, as a multiple of ``at``? ``multiplier`` is None (with
+    ``at_least`` = largest grid point / at) when the baseline never gets there within the grid."""
+    candidates = [row for row in rows if row["n_labels"] == at and row["strategy"] != baseline]
+    if not candidates:
+        raise ValueError(f"no transfer results at n_labels={at}; put {at} into the grid")
+    best = max(candidates, key=lambda row: row["mean"])
+    needed = labels_needed(rows, baseline, best["mean"])
+    largest = max(row["n_labels"] for row in rows if row["strategy"] == baseline)
+    return {"at": at, "best_strategy": best["strategy"], "best_accuracy": best["mean"], "baseline": baseline,
+            "baseline_labels_needed": needed, "multiplier": None if needed is None else needed / at,
+            "at_least": None if needed is not None else largest / at}
+
+
+def merge_results(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``existing`` records with ``new`` ones added; a new record replaces an old one of the same (strategy,
+    n_labels, seed). Notebook 06 adds its label-efficiency grid to notebook 05's ``metrics.json["transfer"]``."""
+    def key(record):
+        return record["strategy"], record["n_labels"], record["seed"]
+
+    replaced = {key(record) for record in new}
+    return [record for record in existing if key(record) not in replaced] + list(new)
+
+
+def learning_rate_plan(model: SentimentLSTM, strategy: Strategy, config: TrainConfig, steps_per_epoch: int
+                       ) -> dict[str, np.ndarray]:
+    """The learning rate each layer group trains with at every step of a run of ``strategy`` that lasts all
+    ``config.epochs`` epochs: discriminative base rate × the schedule's multiplier, and 0 while the group is
+    frozen. Computed with the same functions that :func:`train_strategy` hands to the loop (the requires_grad
+    flags of ``model`` are left as the plan's last epoch sets them). Introduced in ``06_fine_tuning.ipynb``."""
+    from .train import lr_multiplier
+
+    groups, on_epoch_start = training_plan(model, strategy, config.lr)
+    total_steps = config.epochs * steps_per_epoch
+    rates = {group["name"]: np.zeros(total_steps) for group in groups}
+    for epoch in range(1, config.epochs + 1):
+        on_epoch_start(epoch, model)
+        for step in range((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch):
+            multiplier = lr_multiplier(strategy.schedule, step, total_steps, config.stlr_cut_fraction,
+                                       config.stlr_ratio)
+            for group in groups:
+                if any(parameter.requires_grad for parameter in group["params"]):
+                    rates[group["name"]][step] = group["lr"] * multiplier
+    return rates

@@ -1,0 +1,92 @@
+"""Notebooks 05 and 06 end to end with papermill (through the course runner), on a tiny CSV target and tiny
+source artifacts built here: a vocabulary, an embedding matrix and a briefly trained source checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tl_core import run, train
+from tl_core.embeddings import EMBEDDINGS_FILE, EmbeddingMatrix
+from tl_core.models import ModelConfig, SentimentLSTM
+from tl_core.text import VOCAB_FILE, Vocab
+from test_train import VOCAB, loader, synthetic_reviews
+from test_transfer import write_target_csv
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A run directory holding what notebooks 01, 02 and 04 would leave, at toy size, and a target CSV."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    vocab = Vocab(VOCAB)
+    vocab.save(run_dir / VOCAB_FILE)
+    weights = np.random.default_rng(0).normal(0, 0.3, size=(len(VOCAB), 8)).astype(np.float32)
+    weights[0] = 0
+    has_vector = np.arange(len(VOCAB)) >= 2
+    EmbeddingMatrix(weights, has_vector, vocab.fingerprint()).save(run_dir / EMBEDDINGS_FILE)
+    train.seed_everything(0)
+    model = SentimentLSTM(ModelConfig(vocab_size=len(VOCAB), embedding_dim=8, hidden_size=8, bidirectional=False))
+    history = train.fit(model, loader(*synthetic_reviews(512, 1)), loader(*synthetic_reviews(128, 2)),
+                        train.TrainConfig(epochs=4, lr=2e-2, progress=False, device="cpu", patience=0))
+    assert history.epochs[-1]["val_accuracy"] > 0.95, "the toy source model solves the toy source task"
+    train.save_checkpoint(run_dir / train.SOURCE_CHECKPOINT, model, vocab.itos)
+    target = write_target_csv(tmp_path / "my reviews.csv", count=160)
+    return run_dir, target
+
+
+def test_notebook_05_runs_on_a_csv_target(tiny_run):
+    run_dir, target = tiny_run
+    overrides = ["-p", "target", str(target), "-p", "n_labels", "40", "-p", "seeds", "[1, 2]",
+                 "-p", "strategies", "[scratch, frozen, finetune]", "-p", "transfer_epochs", "2"]
+    assert run.main(["--only", "05", "--run-dir", str(run_dir), *overrides]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())["transfer"]
+    assert metrics["target"] == str(target.resolve())
+    assert metrics["oov_rate"] == 0.0 and metrics["test_examples"] == 32 and metrics["pool_examples"] == 128
+    assert 0.0 <= metrics["zero_shot_accuracy"] <= 1.0
+    assert [(r["strategy"], r["n_labels"], r["seed"]) for r in metrics["results"]] == [
+        (name, 40, seed) for seed in (1, 2) for name in ("scratch", "frozen", "finetune")]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in metrics["results"])
+    # the synthetic source already solves the synthetic target: transfer from it must beat chance by far
+    assert metrics["zero_shot_accuracy"] > 0.9
+    assert (run_dir / "05_strategies.png").stat().st_size > 0
+    assert (run_dir / "05_transfer.ipynb").exists()
+
+
+def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
+    run_dir, target = tiny_run
+    assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "strategies", "[scratch, lora]"]) == 2
+    assert "is not one of: scratch, embeddings, frozen, finetune, gradual" in capsys.readouterr().err
+    assert not (run_dir / "05_transfer.ipynb").exists()
+
+
+def test_notebook_06_after_05_adds_its_grid(tiny_run):
+    run_dir, target = tiny_run
+    common = ["-p", "target", str(target), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "3"]
+    assert run.main(["--only", "05", "--run-dir", str(run_dir), *common, "-p", "n_labels", "40",
+                     "-p", "strategies", "[scratch, frozen]"]) == 0
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), *common, "-p", "n_labels_grid", "[20, 40]",
+                     "-p", "multiplier_n_labels", "20", "-p", "strategies", "[scratch, frozen, gradual]",
+                     "-p", "saliency_reviews", "2"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    grid = metrics["fine_tuning"]
+    assert [(r["strategy"], r["n_labels"], r["seed"]) for r in grid["results"]] == [
+        (name, n, seed) for n in (20, 40) for seed in (1, 2) for name in ("scratch", "frozen", "gradual")]
+    assert {(row["strategy"], row["n_labels"], row["runs"]) for row in grid["summary"]} == {
+        (name, n, 2) for n in (20, 40) for name in ("scratch", "frozen", "gradual")}
+    assert grid["label_multiplier"]["at"] == 20 and grid["label_multiplier"]["baseline"] == "scratch"
+    # 05's runs at 40 labels were replaced by 06's runs of the same (strategy, n_labels, seed); 06's are added
+    results = metrics["transfer"]["results"]
+    keys = [(r["strategy"], r["n_labels"], r["seed"]) for r in results]
+    assert len(keys) == len(set(keys)) == 12
+    assert metrics["transfer"]["target"] == str(target.resolve()) and "oov_rate" in metrics["transfer"]
+    for figure in ("06_learning_rates.png", "06_label_efficiency.png"):
+        assert (run_dir / figure).stat().st_size > 0
+
+
+def test_notebook_06_refuses_a_multiplier_point_outside_the_grid(tiny_run, capsys):
+    run_dir, target = tiny_run
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "target", str(target),
+                     "-p", "n_labels_grid", "[20]"]) != 0
+    assert "multiplier_n_labels=100 must be one of n_labels_grid=[20]" in capsys.readouterr().err
+    assert not (run_dir / "metrics.json").exists(), "nothing recorded"

@@ -1,0 +1,67 @@
+"""Looking inside a trained classifier: predictions in a dataset's own order, and word saliency.
+
+Introduced in ``notebooks/06_fine_tuning.ipynb`` (error analysis: which target reviews transfer fixed or broke;
+which words a prediction rests on).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .text import Encoded, make_loader
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, encoded: Encoded, batch_size: int = 256) -> np.ndarray:
+    """P(positive) of every text of ``encoded``, in ``encoded``'s order (the loaders batch by length, so their
+    order is not the dataset's). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    loader = make_loader(encoded, None, batch_size, shuffle=False)
+    device = next(model.parameters()).device
+    model.eval()
+    probabilities = np.empty(len(encoded), dtype=np.float64)
+    for indices, (tokens, lengths, _) in zip(loader.batch_sampler, loader):
+        probabilities[indices] = torch.sigmoid(model(tokens.to(device), lengths)).double().cpu().numpy()
+    return probabilities
+
+
+def word_saliency(model: nn.Module, token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> tuple[float, np.ndarray]:
+    """Gradient × input saliency of each token of one review: ``s_t = ∂logit/∂e_t · e_t``, where ``e_t`` is the
+    word vector of token ``t`` (Simonyan et al. 2014; Denil et al. 2014 for text). Positive: the word pushes the
+    prediction towards *positive*, negative: towards *negative*. The sum over tokens is the derivative of the
+    logit along the review's own word vectors (scaling them all by 1+ε changes the logit by ε·Σ s_t), a first-order
+    picture, not an exact decomposition.
+
+    Returns (logit, saliency per token). The model is put in eval mode (no dropout). Introduced in
+    ``notebooks/06_fine_tuning.ipynb``.
+    """
+    ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.int64).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("word_saliency needs at least one token")
+    embedding = getattr(model, "embedding", None)
+    if not isinstance(embedding, nn.Embedding):
+        raise TypeError(f"word_saliency needs a model with an nn.Embedding named 'embedding', got "
+                        f"{type(model).__name__}")
+    captured: dict[str, torch.Tensor] = {}
+
+    def vectors_as_leaf(_module, _inputs, output):
+        # a leaf of the review's own word vectors: its gradient is what we want, whether or not the embedding
+        # table itself trains (frozen strategies), and no parameter's .grad is touched
+        captured["vectors"] = output.detach().requires_grad_(True)
+        return captured["vectors"]
+
+    was_training = model.training
+    model.eval()
+    handle = embedding.register_forward_hook(vectors_as_leaf)
+    try:
+        with torch.enable_grad():
+            logit = model(ids.to(embedding.weight.device), torch.tensor([ids.shape[1]]))
+            (gradient,) = torch.autograd.grad(logit.sum(), captured["vectors"])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    saliency = (gradient * captured["vectors"]).sum(dim=-1)[0].detach().double().cpu().numpy()
+    return float(logit.detach().sum()), saliency
