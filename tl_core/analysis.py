@@ -13,18 +13,16 @@ import torch
 from torch import nn
 
 from .text import Encoded, make_loader
+from .train import predict
 
 
-@torch.no_grad()
 def predict_probabilities(model: nn.Module, encoded: Encoded, batch_size: int = 256) -> np.ndarray:
     """P(positive) of every text of ``encoded``, in ``encoded``'s order (the loaders batch by length, so their
     order is not the dataset's). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
     loader = make_loader(encoded, None, batch_size, shuffle=False)
-    device = next(model.parameters()).device
-    model.eval()
+    loader_order = [index for batch in loader.batch_sampler for index in batch]
     probabilities = np.empty(len(encoded), dtype=np.float64)
-    for indices, (tokens, lengths, _) in zip(loader.batch_sampler, loader):
-        probabilities[indices] = torch.sigmoid(model(tokens.to(device), lengths)).double().cpu().numpy()
+    probabilities[loader_order] = predict(model, loader)[0]
     return probabilities
 
 
