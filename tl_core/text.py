@@ -103,6 +103,11 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def tokens_fingerprint(tokens: Sequence[str]) -> str:
+    """A short hash of a vocabulary's token list (``Vocab.fingerprint``; checkpoints record it too)."""
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()[:16]
+
+
 class Vocab:
     """Token <-> id, with ``<pad>`` = 0 and ``<unk>`` = 1; the other tokens by falling corpus frequency (ties
     alphabetically, so a corpus always gives the same vocabulary). Introduced in notebooks/01_data.ipynb.
@@ -197,7 +202,7 @@ class Vocab:
 
     def fingerprint(self) -> str:
         """A short hash of the token list: artifacts built for one vocabulary record it and check it on load."""
-        return hashlib.sha256("\n".join(self.itos).encode("utf-8")).hexdigest()[:16]
+        return tokens_fingerprint(self.itos)
 
     def save(self, path: str | Path) -> Path:
         """Write the vocabulary as JSON, atomically (a reader never sees half a file)."""

@@ -8,7 +8,6 @@ schedule, and an epoch hook that unfreezes layers), not a second code path.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import random
 import sys
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 
 from .artifacts import atomic_path
 from .environment import default_device
+from .text import tokens_fingerprint
 
 SCHEDULES = ("constant", "linear", "stlr")
 CHECKPOINT_FORMAT = "tl-course-checkpoint/1"
@@ -259,15 +259,11 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the vocabulary or the configuration it is loaded with."""
 
 
-def vocab_fingerprint(tokens: list[str]) -> str:
-    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()[:16]
-
-
 def save_checkpoint(path: str | Path, model: nn.Module, vocab_tokens: list[str],
                     extra: dict[str, Any] | None = None) -> Path:
     """Weights, the model config and the vocabulary, written atomically (a reader never sees half a file)."""
     payload = {"format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
-               "vocab": list(vocab_tokens), "vocab_fingerprint": vocab_fingerprint(list(vocab_tokens)),
+               "vocab": list(vocab_tokens), "vocab_fingerprint": tokens_fingerprint(list(vocab_tokens)),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra or {}}
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
@@ -290,7 +286,7 @@ def load_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
             from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
-    if vocab_tokens is not None and payload["vocab_fingerprint"] != vocab_fingerprint(list(vocab_tokens)):
+    if vocab_tokens is not None and payload["vocab_fingerprint"] != tokens_fingerprint(list(vocab_tokens)):
         saved = payload["vocab"]
         first_difference = next((i for i, (a, b) in enumerate(zip(saved, vocab_tokens)) if a != b),
                                 min(len(saved), len(vocab_tokens)))
