@@ -273,3 +273,75 @@ def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec):
     records, _ = transfer.run_grid(tiny_task, source, word2vec, [constant], [20], [1], config, batch_size=8,
                                    val_fraction=0.25, progress=False)
     assert records[0]["strategy"] == "gradual, constant rate"
+
+
+# ------------------------------------------------------------------------------------------------ self-training
+
+def test_selftrain_is_gradual_plus_pseudo_labels():
+    selftrain, gradual = transfer.get_strategy("selftrain"), transfer.get_strategy("gradual")
+    assert selftrain.recipe == gradual.recipe and 0 < selftrain.pseudo_label_fraction <= 1
+    assert gradual.pseudo_label_fraction == 0
+    with pytest.raises(ValueError, match="pseudo_label_fraction must be in"):
+        transfer.Strategy("x", "source", pseudo_label_fraction=1.5)
+
+
+def test_unlabelled_texts_are_the_pool_outside_the_draw_without_labels(tiny_task):
+    train_part, val_part = transfer.draw_training_data(tiny_task, 40, 1, val_fraction=0.25)
+    unlabelled = transfer.unlabelled_texts(tiny_task, train_part.ids + val_part.ids, seed=1)
+    assert unlabelled.labels is None, "self-training must not be able to read the labels"
+    assert set(unlabelled.ids) == set(tiny_task.split.pool.ids) - set(train_part.ids) - set(val_part.ids)
+    assert not set(unlabelled.ids) & set(tiny_task.split.test.ids)
+    capped = transfer.unlabelled_texts(tiny_task, train_part.ids, seed=1, limit=10)
+    assert len(capped) == 10 and set(capped.ids) <= set(tiny_task.split.pool.ids) - set(train_part.ids)
+    assert capped.ids == transfer.unlabelled_texts(tiny_task, train_part.ids, seed=1, limit=10).ids
+
+
+class Constant(torch.nn.Module):
+    """A stand-in classifier whose P(positive) of a text is fixed by its first token id (for pseudo_label)."""
+
+    def __init__(self, probability_of_token):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.logit(torch.as_tensor(probability_of_token, dtype=torch.float32)))
+
+    def forward(self, tokens, lengths):
+        return self.logits[tokens[:, 0]]
+
+
+def test_pseudo_label_takes_the_surest_of_each_class(tiny_task):
+    from tl_core.data import TextDataset
+
+    vocab = tiny_task.vocab
+    words = [w for w in vocab.itos[2:12]]
+    probability = np.full(len(vocab), 0.5, dtype=np.float32)
+    # ten texts whose P(positive) is 0.05, 0.15, ..., 0.95: the surest negatives are the first, positives the last
+    for index, word in enumerate(words):
+        probability[vocab.stoi[word]] = 0.05 + 0.1 * index
+    texts = TextDataset(name="u", texts=[f"{w} {w}" for w in words], labels=None, ids=[f"u{i}" for i in range(10)])
+    model = Constant(probability)
+    pseudo = transfer.pseudo_label(model, tiny_task, texts, fraction=0.4, class_shares={0: 0.5, 1: 0.5})
+    assert pseudo.ids == ["u0", "u1", "u8", "u9"] and pseudo.labels.tolist() == [0, 0, 1, 1]
+    skewed = transfer.pseudo_label(model, tiny_task, texts, fraction=0.6, class_shares={0: 1 / 3, 1: 2 / 3})
+    assert skewed.ids == ["u0", "u1", "u6", "u7", "u8", "u9"] and skewed.labels.tolist() == [0, 0, 1, 1, 1, 1]
+    # every prediction negative: no text becomes a positive example, however many positives the shares ask for
+    negative = Constant(np.full(len(vocab), 0.2, dtype=np.float32))
+    assert transfer.pseudo_label(negative, tiny_task, texts, 1.0, {0: 0.5, 1: 0.5}).labels.tolist() == [0] * 5
+    with pytest.raises(ValueError, match="must not see labels"):
+        transfer.pseudo_label(model, tiny_task, tiny_task.split.pool, 0.5, {0: 0.5, 1: 0.5})
+
+
+def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec):
+    """selftrain's first model is gradual's (same draw, seed, recipe): trained once; its second run adds the
+    pseudo-labelled texts; the records say how many and how right they were (read from the pool afterwards)."""
+    config = train.TrainConfig(epochs=2, lr=1e-2, patience=0, device="cpu")
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["gradual", "selftrain"], [20], [1], config,
+                                        batch_size=8, val_fraction=0.25, keep_models=True, progress=False)
+    gradual, selftrain = records
+    assert "pseudo_labels" not in gradual
+    unlabelled = len(tiny_task.split.pool) - 20
+    assert 0 < selftrain["pseudo_labels"] <= round(0.5 * unlabelled)
+    assert 0.0 <= selftrain["pseudo_label_accuracy"] <= 1.0
+    assert models[("selftrain", 20, 1)] is not models[("gradual", 20, 1)]
+    alone, _ = transfer.run_grid(tiny_task, source, word2vec, ["selftrain"], [20], [1], config, batch_size=8,
+                                 val_fraction=0.25, progress=False)
+    assert alone[0]["accuracy"] == selftrain["accuracy"], "the reused first model is the one it would train"
+    assert alone[0]["pseudo_labels"] == selftrain["pseudo_labels"]

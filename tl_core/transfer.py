@@ -34,6 +34,8 @@ class Strategy:
     gradual_unfreezing: bool = False  # train the head first, then unfreeze one more layer group per epoch
     lr_decay: float = 1.0  # discriminative learning rates: each lower layer group's rate is divided by this
     schedule: str = "constant"  # the loop's learning-rate schedule ("stlr": slanted triangular)
+    pseudo_label_fraction: float = 0.0  # self-training: share of the unlabelled target texts that a first model of
+    # this recipe labels (those it is surest of) and a second run of it adds to the labelled ones (0: off)
     description: str = ""
 
     def __post_init__(self):
@@ -42,6 +44,14 @@ class Strategy:
         if self.lr_decay < 1.0:
             raise ValueError(f"lr_decay must be >= 1 (lower layers learn no faster than upper ones), "
                              f"got {self.lr_decay}")
+        if not 0.0 <= self.pseudo_label_fraction <= 1.0:
+            raise ValueError(f"pseudo_label_fraction must be in [0, 1], got {self.pseudo_label_fraction}")
+
+    @property
+    def recipe(self) -> "Strategy":
+        """The strategy without its name, description and self-training: two strategies with the same recipe
+        train the same model from the same draw and seed (``run_grid`` trains it once)."""
+        return replace(self, name="", description="", pseudo_label_fraction=0.0)
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
@@ -52,6 +62,10 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("finetune", "source", description="every source weight, all layers trained at one learning rate"),
     Strategy("gradual", "source", gradual_unfreezing=True, lr_decay=2.6, schedule="stlr",
              description="ULMFiT: gradual unfreezing, discriminative learning rates (/2.6 per group), STLR"),
+    Strategy("selftrain", "source", gradual_unfreezing=True, lr_decay=2.6, schedule="stlr",
+             pseudo_label_fraction=0.5,
+             description="gradual, then gradual again on the labels plus the unlabelled target texts its first "
+                         "model is surest of, labelled by it (self-training)"),
 )}
 
 
@@ -220,6 +234,72 @@ def draw_training_data(task: TargetTask, n_labels: int, seed: int, val_fraction:
     return train_val_split(drawn, val_fraction, seed)
 
 
+#: Unlabelled target texts a self-training run reads at most: a seeded sample of the pool outside the draw (SST-2's
+#: pool holds 67k sentences; labelling and training on all of them would cost more than everything else).
+MAX_UNLABELLED = 2000
+
+
+def unlabelled_texts(task: TargetTask, drawn_ids, seed: int, limit: int = MAX_UNLABELLED):
+    """The target texts a self-training run may read: the pool's texts outside this run's draw (``drawn_ids``,
+    training and validation), their labels removed so that nothing downstream can read them, at most ``limit``
+    (a sample seeded by ``seed``). Never a test text: the pool holds none. Introduced in ``06_fine_tuning``."""
+    from .data import TextDataset
+
+    pool, drawn = task.split.pool, set(drawn_ids)
+    rest = np.array([index for index, id_ in enumerate(pool.ids) if id_ not in drawn], dtype=np.int64)
+    if len(rest) > limit:
+        rest = np.sort(np.random.default_rng(seed).choice(rest, size=limit, replace=False))
+    texts = pool.subset(rest)
+    return TextDataset(name=f"{pool.name.removesuffix('/pool')}/unlabelled", texts=texts.texts, labels=None,
+                       ids=texts.ids)
+
+
+def pseudo_label(model: SentimentLSTM, task: TargetTask, unlabelled, fraction: float, class_shares: dict[int, float]):
+    """Self-training's labels: ``model``'s own predictions on the ``unlabelled`` texts it is surest of, about
+    ``fraction`` of them in all, split between the classes as ``class_shares`` says (the labelled draw's balance,
+    so that a model leaning towards one class does not hand its lean on), and only where the prediction is that
+    class. Returns a labelled TextDataset (the texts' ids kept). Introduced in ``06_fine_tuning``."""
+    from .analysis import predict_probabilities
+    from .data import TextDataset
+    from .text import numericalize
+
+    if unlabelled.labels is not None:
+        raise ValueError("pseudo_label takes unlabelled texts (labels=None): self-training must not see labels")
+    if len(unlabelled) == 0:
+        return TextDataset(name="pseudo-labelled", texts=[], labels=np.zeros(0, dtype=np.int64), ids=[])
+    probabilities = predict_probabilities(model, numericalize(unlabelled.texts, task.vocab, task.max_len))
+    total = int(round(fraction * len(unlabelled)))
+    positives = int(round(total * class_shares[1]))
+    order = np.argsort(probabilities, kind="stable")  # surest negative first, surest positive last
+    negative = [i for i in order[:total - positives] if probabilities[i] < 0.5]
+    positive = [i for i in order[::-1][:positives] if probabilities[i] >= 0.5]
+    chosen = np.sort(np.asarray(negative + positive, dtype=np.int64))
+    return TextDataset(name=f"{unlabelled.name}/pseudo-labelled", texts=[unlabelled.texts[i] for i in chosen],
+                       labels=(probabilities[chosen] >= 0.5).astype(np.int64), ids=[unlabelled.ids[i] for i in chosen])
+
+
+def self_train(strategy: Strategy, teacher: tuple[SentimentLSTM, Any], source: dict[str, Any], embedding_weights,
+               task: TargetTask, train_data, unlabelled, val_loader, config: TrainConfig, batch_size: int):
+    """Self-training (Yarowsky 1995; "pseudo-labelling"): ``teacher`` = (model, history) of ``strategy.recipe``
+    trained on ``train_data`` labels the ``unlabelled`` texts it is surest of (:func:`pseudo_label`); the recipe is
+    then trained again, from the source, on ``train_data`` plus those, validated on the same real labels.
+    Returns (model, history, pseudo-labelled dataset); with no unlabelled text left, the teacher is the result.
+    Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    from .data import TextDataset
+
+    shares = {label: float(np.mean(train_data.labels == label)) for label in (0, 1)}
+    pseudo = pseudo_label(teacher[0], task, unlabelled, strategy.pseudo_label_fraction, shares)
+    if len(pseudo) == 0:
+        return teacher[0], teacher[1], pseudo
+    combined = TextDataset(name=f"{train_data.name}+pseudo", texts=list(train_data.texts) + pseudo.texts,
+                           labels=np.concatenate([train_data.labels, pseudo.labels]),
+                           ids=list(train_data.ids) + pseudo.ids)
+    model, history = train_strategy(strategy.recipe, source, embedding_weights,
+                                    task.loader(combined, batch_size, shuffle=True, seed=config.seed), val_loader,
+                                    config)
+    return model, history, pseudo
+
+
 def zero_shot(model: SentimentLSTM, task: TargetTask) -> dict[str, Any]:
     """The source model applied to the target's test split as it is: what domain shift alone leaves of it."""
     return evaluate(model, task.test_loader())
@@ -245,20 +325,39 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     test_loader = task.test_loader()
     runs = [(n, seed) for n in n_labels_grid for seed in seeds]
     bar = tqdm(total=len(runs) * len(chosen), desc="runs", file=sys.stdout, disable=not progress, ncols=100)
+    pool_labels = dict(zip(task.split.pool.ids, task.split.pool.labels.tolist()))
     for n_labels, seed in runs:
         train_data, val_data = draw_training_data(task, n_labels, seed, val_fraction)
         train_loader = task.loader(train_data, batch_size, shuffle=True, seed=seed)
         val_loader = task.loader(val_data, EVAL_BATCH_SIZE, shuffle=False)
+        trained = {}  # recipe -> (model, history) on this draw: a self-training strategy's first model
         for strategy in chosen:
             run_config = replace(config, seed=seed, progress=False)
             started = time.perf_counter()
-            model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader,
-                                            run_config)
+            pseudo = None
+            if strategy.pseudo_label_fraction > 0:
+                if strategy.recipe not in trained:  # else the same model was just trained by another strategy
+                    trained[strategy.recipe] = train_strategy(strategy.recipe, source, embedding_weights,
+                                                              train_loader, val_loader, run_config)
+                unlabelled = unlabelled_texts(task, train_data.ids + val_data.ids, seed)
+                model, history, pseudo = self_train(strategy, trained[strategy.recipe], source, embedding_weights,
+                                                    task, train_data, unlabelled, val_loader, run_config,
+                                                    batch_size)
+            else:
+                model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader,
+                                                run_config)
+                trained.setdefault(strategy.recipe, (model, history))
             test = evaluate(model, test_loader)
-            records.append({"strategy": strategy.name, "n_labels": n_labels, "seed": seed,
-                            "accuracy": test["accuracy"], "f1": test["f1"], "train_examples": len(train_data),
-                            "val_examples": len(val_data), "epochs_trained": len(history.epochs),
-                            "best_epoch": history.best_epoch, "seconds": round(time.perf_counter() - started, 2)})
+            record = {"strategy": strategy.name, "n_labels": n_labels, "seed": seed,
+                      "accuracy": test["accuracy"], "f1": test["f1"], "train_examples": len(train_data),
+                      "val_examples": len(val_data), "epochs_trained": len(history.epochs),
+                      "best_epoch": history.best_epoch, "seconds": round(time.perf_counter() - started, 2)}
+            if pseudo is not None:  # how right the self-made labels were: read from the pool after the run
+                record["pseudo_labels"] = len(pseudo)
+                record["pseudo_label_accuracy"] = float(np.mean(
+                    [pool_labels[id_] == label for id_, label in zip(pseudo.ids, pseudo.labels.tolist())])) \
+                    if len(pseudo) else None
+            records.append(record)
             key = (strategy.name, n_labels, seed)
             if keep_models is True or (not isinstance(keep_models, bool) and key in keep_models):
                 models[key] = model
