@@ -215,7 +215,8 @@ def prepare_target(spec: str, vocab, max_len: int, data_dir=None) -> TargetTask:
         raise ValueError(f"target {spec!r} has {len(dataset)} labelled examples: too few for a test split and a "
                          "pool to draw training labels from (at least a few of each class are needed)")
     token_lists = tokenize_all(dataset.texts)
-    test_encoded = numericalize(tokenize_all(split.test.texts), vocab, max_len)
+    tokens_of = dict(zip(dataset.ids, token_lists))  # the test split's texts are tokenized once, here
+    test_encoded = numericalize([tokens_of[id_] for id_ in split.test.ids], vocab, max_len)
     return TargetTask(spec=str(spec), split=split, vocab=vocab, max_len=max_len, test_encoded=test_encoded,
                       oov_rate=1.0 - vocab.coverage(token_lists))
 
