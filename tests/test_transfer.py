@@ -1,5 +1,7 @@
 """Transfer strategies (tl_core/transfer.py): each freezes, initialises and schedules exactly what it says."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,15 @@ def source():
     train.fit(model, data, data, train.TrainConfig(epochs=1, progress=False, device="cpu", patience=0))
     return {"model_config": model.config.to_dict(),
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+@pytest.fixture(scope="module")
+def intermediate(source):
+    """A stand-in for train_intermediate's result: the source weights, each moved a little."""
+    generator = torch.Generator().manual_seed(5)
+    moved_weights = {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in source["state_dict"].items()}
+    return transfer.Intermediate(state_dict=moved_weights, specs=["amazon:books"], examples=0, dropped=0,
+                                 val_accuracy=0.0, zero_shot_accuracy=0.0, history=train.History())
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +53,9 @@ def group_of(name):
 
 
 @pytest.mark.parametrize("name", list(transfer.STRATEGIES))
-def test_initialisation(name, source, word2vec):
+def test_initialisation(name, source, word2vec, intermediate):
     strategy = transfer.get_strategy(name)
-    model = transfer.build_model(strategy, source, word2vec, seed=3)
+    model = transfer.build_model(strategy, source, word2vec, seed=3, intermediate=intermediate)
     state = model.state_dict()
     from_source = {k for k, v in source["state_dict"].items() if torch.equal(state[k], v)}
     if name == "scratch":
@@ -56,9 +67,12 @@ def test_initialisation(name, source, word2vec):
     elif name == "frozen":
         assert {k for k in source["state_dict"] if not k.startswith("head")} <= from_source
         assert not {"head.weight", "head.bias"} & from_source, "feature extraction trains a new head"
+    elif name == "intermediate":  # every weight of the intermediate model, none left as the source had it
+        assert not from_source
+        assert all(torch.equal(state[k], v) for k, v in intermediate.state_dict.items())
     else:  # finetune, gradual: every source weight, head included
         assert from_source == set(source["state_dict"])
-    again = transfer.build_model(strategy, source, word2vec, seed=3)
+    again = transfer.build_model(strategy, source, word2vec, seed=3, intermediate=intermediate)
     for key, value in again.state_dict().items():
         assert torch.equal(value, state[key]), "the same seed builds the same model"
 
@@ -345,3 +359,84 @@ def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec
                                  val_fraction=0.25, progress=False)
     assert alone[0]["accuracy"] == selftrain["accuracy"], "the reused first model is the one it would train"
     assert alone[0]["pseudo_labels"] == selftrain["pseudo_labels"]
+
+
+# ----------------------------------------------------------------------------------- the intermediate stage
+
+def test_intermediate_is_gradual_from_another_start():
+    intermediate, gradual = transfer.get_strategy("intermediate"), transfer.get_strategy("gradual")
+    assert intermediate.init_from == "intermediate"
+    assert dataclasses.replace(intermediate.recipe, init_from="source") == gradual.recipe
+
+
+def test_intermediate_strategy_needs_the_intermediate_model(tiny_task, source, word2vec):
+    with pytest.raises(ValueError, match="train it first with transfer.train_intermediate"):
+        transfer.build_model(transfer.get_strategy("intermediate"), source, word2vec, seed=0)
+    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
+    with pytest.raises(ValueError, match=r"strategies \['intermediate'\] start from the intermediate model"):
+        transfer.run_grid(tiny_task, source, word2vec, ["scratch", "intermediate"], [20], [1], config, batch_size=8,
+                          val_fraction=0.25, progress=False)
+
+
+def test_related_specs_are_the_other_amazon_domains():
+    assert transfer.related_specs("amazon:kitchen") == ["amazon:books", "amazon:dvd", "amazon:electronics"]
+    assert transfer.related_specs("amazon:kitchen_&_housewares") == transfer.related_specs("amazon:kitchen")
+    assert transfer.related_specs("sst2") == [f"amazon:{d}" for d in ("books", "dvd", "electronics", "kitchen")]
+
+
+def write_rows(path, rows):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return str(path)
+
+
+def test_related_data_never_holds_a_target_text(tiny_task, tmp_path):
+    test_text, pool_text = tiny_task.split.test.texts[0], tiny_task.split.pool.texts[0]
+    # the same texts as the target's, in other case and spacing (and with the opposite label): must be left out
+    rows = [(f"  {test_text.upper()} ", 1 - tiny_task.split.test.labels[0]), (pool_text.replace(" ", "   "), 1)]
+    rows += [(f"other review {i} {'good' if i % 2 else 'bad'}", i % 2) for i in range(40)]
+    first = write_rows(tmp_path / "first.csv", rows[:20])
+    second = write_rows(tmp_path / "second.csv", rows[20:])
+    related, dropped = transfer.related_data(tiny_task, [first, second])
+    assert dropped == 2 and len(related) == 40
+    keys = {transfer._same_text_key(t) for t in [*tiny_task.split.test.texts, *tiny_task.split.pool.texts]}
+    assert not {transfer._same_text_key(t) for t in related.texts} & keys
+    assert sorted(related.texts) == sorted(text for text, _ in rows[2:])
+    assert all(id_.startswith((first, second)) for id_ in related.ids) and len(set(related.ids)) == 40
+    capped, _ = transfer.related_data(tiny_task, [first, second], limit=10, seed=3)
+    assert len(capped) == 10 and capped.label_counts() == {0: 5, 1: 5}
+    assert capped.ids == transfer.related_data(tiny_task, [first, second], limit=10, seed=3)[0].ids
+    with pytest.raises(ValueError, match="cannot be its own related data"):
+        transfer.related_data(tiny_task, [first, tiny_task.spec])
+    # both classes in the file, but every negative is a target text: nothing left to contrast the positives with
+    one_class = write_rows(tmp_path / "mostly.csv", [(test_text, 0), (pool_text, 0), ("fine", 1), ("nice", 1)])
+    with pytest.raises(ValueError, match="not both classes"):
+        transfer.related_data(tiny_task, [one_class])
+
+
+def test_train_intermediate_then_the_intermediate_strategy(tiny_task, source, word2vec, tmp_path):
+    """The stage moves the source weights (without touching the source payload), measures itself on related
+    validation data and zero-shot on the target; the grid's intermediate runs start from it."""
+    from test_train import synthetic_reviews as reviews
+
+    texts, labels = reviews(96, 11)
+    related = write_rows(tmp_path / "related.csv", [(" ".join(VOCAB[i] for i in r), y) for r, y in zip(texts, labels)])
+    before = {k: v.clone() for k, v in source["state_dict"].items()}
+    config = train.TrainConfig(epochs=2, lr=1e-2, patience=0, device="cpu", progress=False)
+    stage = transfer.train_intermediate(tiny_task, source, config, batch_size=16, specs=[related])
+    assert all(torch.equal(before[k], v) for k, v in source["state_dict"].items()), "the source payload is kept"
+    assert any(not torch.equal(before[k], v) for k, v in stage.state_dict.items())
+    assert stage.specs == [related] and stage.examples == 96 - stage.dropped
+    assert 0.0 <= stage.val_accuracy <= 1.0 and 0.0 <= stage.zero_shot_accuracy <= 1.0
+    assert len(stage.history.epochs) == 2 and set(stage.history.step_lrs) != {1e-2}, "a decaying rate"
+    assert stage.summary()["examples"] == stage.examples
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["intermediate"], [20], [1], config,
+                                        batch_size=8, val_fraction=0.25, progress=False, intermediate=stage,
+                                        keep_models=True)
+    assert [(r["strategy"], r["n_labels"], r["seed"]) for r in records] == [("intermediate", 20, 1)]
+    started = transfer.build_model(transfer.get_strategy("intermediate"), source, word2vec, 1, intermediate=stage)
+    assert torch.equal(started.embedding.weight, stage.state_dict["embedding.weight"])

@@ -56,30 +56,40 @@ def test_notebook_05_runs_on_a_csv_target(tiny_run):
 def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     run_dir, target = tiny_run
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "strategies", "[scratch, lora]"]) == 2
-    assert "is not one of: scratch, embeddings, frozen, finetune, gradual, selftrain" in capsys.readouterr().err
+    assert ("is not one of: scratch, embeddings, frozen, finetune, gradual, selftrain, intermediate"
+            in capsys.readouterr().err)
+    assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets", "[amazon:garden]"]) == 2
+    assert "related_targets=['amazon:garden']: unknown Amazon domain 'garden'" in capsys.readouterr().err
+    assert not (run_dir / "05_transfer.ipynb").exists()
     assert not (run_dir / "05_transfer.ipynb").exists()
 
 
-def test_notebook_06_after_05_adds_its_grid(tiny_run):
+def test_notebook_06_after_05_adds_its_grid(tiny_run, tmp_path):
     run_dir, target = tiny_run
+    related = write_target_csv(tmp_path / "related.csv", count=200, seed=8)  # the intermediate stage's data
     common = ["-p", "target", str(target), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "3"]
     assert run.main(["--only", "05", "--run-dir", str(run_dir), *common, "-p", "n_labels", "40",
                      "-p", "strategies", "[scratch, frozen]"]) == 0
     assert run.main(["--only", "06", "--run-dir", str(run_dir), *common, "-p", "n_labels_grid", "[20, 40]",
-                     "-p", "multiplier_n_labels", "20", "-p", "strategies", "[scratch, frozen, gradual, selftrain]",
-                     "-p", "saliency_reviews", "2"]) == 0
+                     "-p", "multiplier_n_labels", "20", "-p", "strategies",
+                     "[scratch, frozen, gradual, selftrain, intermediate]", "-p", "related_targets", f"[{related}]",
+                     "-p", "intermediate_examples", "160", "-p", "saliency_reviews", "2"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     grid = metrics["fine_tuning"]
+    names = ("scratch", "frozen", "gradual", "selftrain", "intermediate")
     assert [(r["strategy"], r["n_labels"], r["seed"]) for r in grid["results"]] == [
-        (name, n, seed) for n in (20, 40) for seed in (1, 2) for name in ("scratch", "frozen", "gradual", "selftrain")]
+        (name, n, seed) for n in (20, 40) for seed in (1, 2) for name in names]
     assert {(row["strategy"], row["n_labels"], row["runs"]) for row in grid["summary"]} == {
-        (name, n, 2) for n in (20, 40) for name in ("scratch", "frozen", "gradual", "selftrain")}
+        (name, n, 2) for n in (20, 40) for name in names}
+    stage = grid["intermediate"]
+    assert stage["specs"] == [str(related.resolve())] and stage["examples"] == 160
+    assert 0.0 <= stage["zero_shot_accuracy"] <= 1.0 and stage["epochs_trained"] >= 1
     assert all(r["pseudo_labels"] > 0 for r in grid["results"] if r["strategy"] == "selftrain")
     assert grid["label_multiplier"]["at"] == 20 and grid["label_multiplier"]["baseline"] == "scratch"
     # 05's runs at 40 labels were replaced by 06's runs of the same (strategy, n_labels, seed); 06's are added
     results = metrics["transfer"]["results"]
     keys = [(r["strategy"], r["n_labels"], r["seed"]) for r in results]
-    assert len(keys) == len(set(keys)) == 16
+    assert len(keys) == len(set(keys)) == 20
     assert metrics["transfer"]["target"] == str(target.resolve()) and "oov_rate" in metrics["transfer"]
     for figure in ("06_learning_rates.png", "06_label_efficiency.png"):
         assert (run_dir / figure).stat().st_size > 0

@@ -181,6 +181,18 @@ def _normalised_target(value: Any) -> Any:
     return check_target_spec(value) if isinstance(value, str) else value
 
 
+def _target_specs(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of target specs (or None)"
+    for spec in value:
+        _target_spec(spec)
+    return None
+
+
+def _normalised_targets(value: Any) -> Any:
+    return [_normalised_target(spec) for spec in value] if isinstance(value, list) else value
+
+
 def _positive_int(value: Any) -> str | None:
     return None if isinstance(value, int) and value >= 1 else "must be a whole number >= 1"
 
@@ -195,13 +207,15 @@ def _positive_ints(value: Any) -> str | None:
 #: Checks of values beyond their type, by parameter name: return a complaint, or raise ValueError.
 VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "target": _target_spec,
+    "related_targets": _target_specs,
     "n_labels": _positive_int,
     "n_labels_grid": _positive_ints,
     "seeds": _positive_ints,
 }
 
 #: Values rewritten once they have passed the checks, by parameter name.
-VALUE_NORMALISERS: dict[str, Callable[[Any], Any]] = {"target": _normalised_target}
+VALUE_NORMALISERS: dict[str, Callable[[Any], Any]] = {"target": _normalised_target,
+                                                      "related_targets": _normalised_targets}
 
 
 def check_parameters(notebooks: list[Notebook], parameters: dict[str, Any]) -> None:
@@ -235,7 +249,7 @@ def check_parameters(notebooks: list[Notebook], parameters: dict[str, Any]) -> N
             if name in VALUE_CHECKS and value is not None:
                 try:
                     complaint = VALUE_CHECKS[name](value)
-                except (ValueError, FileNotFoundError) as error:
+                except (ValueError, TypeError, FileNotFoundError) as error:
                     complaint = str(error)
                 if complaint:
                     problems.append(f"{name}={value!r}: {complaint}")

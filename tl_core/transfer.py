@@ -1,10 +1,11 @@
 """Transfer strategies: configurations of the one training loop (``tl_core.train.fit``), not second code paths.
 
-A strategy says where the weights start (``init_from``: random, Word2Vec embeddings only, or the whole source
-model), what trains from the first epoch, whether layer groups are unfrozen one per epoch, how the learning rate
-falls from the head down to the embeddings, and which learning-rate schedule the loop follows. Everything else
-(model architecture, optimiser, loop, metrics) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch,
-embeddings, frozen, finetune, zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual).
+A strategy says where the weights start (``init_from``: random, Word2Vec embeddings only, the whole source model,
+or the source model after an intermediate stage on labelled reviews of related domains), what trains from the
+first epoch, whether layer groups are unfrozen one per epoch, how the learning rate falls from the head down to
+the embeddings, and which learning-rate schedule the loop follows. Everything else (model architecture, optimiser,
+loop, metrics) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch, embeddings, frozen, finetune,
+zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from .models import ModelConfig, SentimentLSTM
 from .train import TrainConfig, evaluate, fit, seed_everything
 
-INIT_FROM = ("random", "word2vec", "source")
+INIT_FROM = ("random", "word2vec", "source", "intermediate")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ class Strategy:
     """One way of moving (or not moving) knowledge from the source model to the target task."""
 
     name: str  # how tables and plots call it
-    init_from: str  # "random": nothing transferred; "word2vec": the embedding matrix; "source": every weight
+    init_from: str  # "random": nothing transferred; "word2vec": the embedding matrix; "source": every weight;
+    # "intermediate": every weight of the source model after an intermediate stage on related domains (Intermediate)
     train_only_head: bool = False  # freeze everything below the head for the whole run (feature extraction)
     new_head: bool = False  # replace the source model's head with a freshly initialised one
     gradual_unfreezing: bool = False  # train the head first, then unfreeze one more layer group per epoch
@@ -66,6 +68,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              pseudo_label_fraction=0.5,
              description="gradual, then gradual again on the labels plus the unlabelled target texts its first "
                          "model is surest of, labelled by it (self-training)"),
+    Strategy("intermediate", "intermediate", gradual_unfreezing=True, lr_decay=2.6, schedule="stlr",
+             description="the source model trained first on labelled reviews of related domains (never the "
+                         "target's), then gradual on the target"),
 )}
 
 
@@ -76,11 +81,12 @@ def get_strategy(name: str) -> Strategy:
 
 
 def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: np.ndarray | torch.Tensor | None,
-                seed: int, **config_overrides) -> SentimentLSTM:
+                seed: int, *, intermediate: "Intermediate | None" = None, **config_overrides) -> SentimentLSTM:
     """The target model of ``strategy``: the source architecture, initialised as the strategy says.
 
     ``source`` is the payload of :func:`tl_core.train.load_checkpoint`; ``embedding_weights`` the Word2Vec
-    matrix of the same vocabulary (needed by ``init_from="word2vec"``). Seeded: random parts repeat per seed.
+    matrix of the same vocabulary (needed by ``init_from="word2vec"``); ``intermediate`` the result of
+    :func:`train_intermediate` (needed by ``init_from="intermediate"``). Seeded: random parts repeat per seed.
     """
     config = ModelConfig.from_dict({**source["model_config"], **config_overrides})
     seed_everything(seed)
@@ -95,8 +101,11 @@ def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: n
                              f"{tuple(model.embedding.weight.shape)}: build both from the same vocabulary")
         with torch.no_grad():
             model.embedding.weight.copy_(weights)
-    elif strategy.init_from == "source":
-        model.load_state_dict(source["state_dict"])
+    elif strategy.init_from in ("source", "intermediate"):
+        if strategy.init_from == "intermediate" and intermediate is None:
+            raise ValueError(f"strategy {strategy.name!r} starts from the intermediate model: train it first with "
+                             "transfer.train_intermediate(task, source, config, ...) and pass it as intermediate=")
+        model.load_state_dict(source["state_dict"] if strategy.init_from == "source" else intermediate.state_dict)
         if strategy.new_head:
             model.head.load_state_dict(fresh_head)
     return model
@@ -144,9 +153,11 @@ def training_plan(model: SentimentLSTM, strategy: Strategy, lr: float,
 
 
 def train_strategy(strategy: Strategy, source: dict[str, Any], embedding_weights, train_loader, val_loader,
-                   config: TrainConfig, **config_overrides) -> tuple[SentimentLSTM, Any]:
+                   config: TrainConfig, *, intermediate: "Intermediate | None" = None,
+                   **config_overrides) -> tuple[SentimentLSTM, Any]:
     """Build the model of ``strategy`` (seeded by ``config.seed``) and train it with the shared loop."""
-    model = build_model(strategy, source, embedding_weights, config.seed, **config_overrides)
+    model = build_model(strategy, source, embedding_weights, config.seed, intermediate=intermediate,
+                        **config_overrides)
     groups, hook = training_plan(model, strategy, config.lr)
     history = fit(model, train_loader, val_loader, replace(config, schedule=strategy.schedule),
                   param_groups=groups, on_epoch_start=hook, title=strategy.name)
@@ -280,11 +291,13 @@ def pseudo_label(model: SentimentLSTM, task: TargetTask, unlabelled, fraction: f
 
 
 def self_train(strategy: Strategy, teacher: tuple[SentimentLSTM, Any], source: dict[str, Any], embedding_weights,
-               task: TargetTask, train_data, unlabelled, val_loader, config: TrainConfig, batch_size: int):
+               task: TargetTask, train_data, unlabelled, val_loader, config: TrainConfig, batch_size: int, *,
+               intermediate: "Intermediate | None" = None):
     """Self-training (Yarowsky 1995; "pseudo-labelling"): ``teacher`` = (model, history) of ``strategy.recipe``
     trained on ``train_data`` labels the ``unlabelled`` texts it is surest of (:func:`pseudo_label`); the recipe is
     then trained again, from the source, on ``train_data`` plus those, validated on the same real labels.
-    Returns (model, history, pseudo-labelled dataset); with no unlabelled text left, the teacher is the result.
+    ``intermediate``: as for :func:`train_strategy`. Returns (model, history, pseudo-labelled dataset); with no
+    unlabelled text left, the teacher is the result.
     Introduced in ``notebooks/06_fine_tuning.ipynb``."""
     from .data import TextDataset
 
@@ -297,7 +310,7 @@ def self_train(strategy: Strategy, teacher: tuple[SentimentLSTM, Any], source: d
                            ids=list(train_data.ids) + pseudo.ids)
     model, history = train_strategy(strategy.recipe, source, embedding_weights,
                                     task.loader(combined, batch_size, shuffle=True, seed=config.seed), val_loader,
-                                    config)
+                                    config, intermediate=intermediate)
     return model, history, pseudo
 
 
@@ -306,22 +319,142 @@ def zero_shot(model: SentimentLSTM, task: TargetTask) -> dict[str, Any]:
     return evaluate(model, task.test_loader())
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# A closer source: an intermediate stage on labelled reviews of related domains (never the target's texts)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: The intermediate stage's learning rate (AdamW, every layer), half the transfer runs' default: the stage starts
+#: from a trained model and sees thousands of labelled reviews.
+INTERMEDIATE_LR = 1e-3
+
+#: How the intermediate stage trains: every source weight at once, the learning rate decaying linearly to 0.
+INTERMEDIATE_RECIPE = Strategy("intermediate stage", "source", schedule="linear",
+                               description="the source model trained on labelled reviews of related domains")
+
+
+@dataclass
+class Intermediate:
+    """The source model after an intermediate stage on labelled reviews of related domains
+    (:func:`train_intermediate`): the starting point of ``init_from="intermediate"`` strategies."""
+
+    state_dict: dict[str, torch.Tensor]  # the weights after the stage (same architecture as the source)
+    specs: list[str]  # the related datasets (load_target specs)
+    examples: int  # labelled related reviews used (training + validation)
+    dropped: int  # related reviews left out because the target holds the same text
+    val_accuracy: float  # on the related validation part, at the epoch kept
+    zero_shot_accuracy: float  # on the target's test split: the stage used no target label
+    history: Any  # tl_core.train.History of the stage
+
+    def summary(self) -> dict[str, Any]:
+        """What ``metrics.json`` records of the stage."""
+        return {"specs": self.specs, "examples": self.examples, "dropped_as_target_texts": self.dropped,
+                "val_accuracy": self.val_accuracy, "zero_shot_accuracy": self.zero_shot_accuracy,
+                "epochs_trained": len(self.history.epochs), "best_epoch": self.history.best_epoch,
+                "seconds": round(self.history.seconds, 2)}
+
+
+def intermediate_for(strategies, task: TargetTask, source: dict[str, Any], *, epochs: int, specs=None,
+                     data_dir=None, limit: int = 0, seed: int = 0) -> "Intermediate | None":
+    """The intermediate stage of the notebooks, if any of ``strategies`` (names or Strategy objects) starts from
+    it, else None: :func:`train_intermediate` for ``epochs`` at :data:`INTERMEDIATE_LR`, patience 1, on at most
+    ``limit`` related reviews (0: all). Used by notebooks 05 and 06."""
+    if not any((s if isinstance(s, Strategy) else get_strategy(s)).init_from == "intermediate" for s in strategies):
+        return None
+    config = TrainConfig(epochs=epochs, lr=INTERMEDIATE_LR, patience=1, seed=seed)
+    return train_intermediate(task, source, config, specs=specs, data_dir=data_dir, limit=limit or None)
+
+
+def related_specs(target_spec: str) -> list[str]:
+    """The related datasets of a target: every Amazon domain (Blitzer et al. 2007) except the target's own; all
+    four for a target that is not an Amazon domain (SST-2, a user's file)."""
+    from .data import AMAZON_DOMAINS, check_target_spec
+
+    target = check_target_spec(target_spec)
+    return [f"amazon:{domain}" for domain in AMAZON_DOMAINS if f"amazon:{domain}" != target]
+
+
+def _same_text_key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def related_data(task: TargetTask, specs: list[str] | None = None, data_dir=None, limit: int | None = None,
+                 seed: int = 0):
+    """The labelled reviews of the intermediate stage: the datasets ``specs`` (default :func:`related_specs` of
+    the target) in one TextDataset, without any review whose text (case and spacing aside) the target also holds,
+    test split or pool, so that no target text is ever trained on with its label. ``limit``: at most this many,
+    a stratified draw seeded by ``seed`` (None or 0: all). Returns (dataset, how many were dropped as target
+    texts). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    from .data import TextDataset, check_target_spec, draw_labels, load_target
+
+    specs = related_specs(task.spec) if specs is None else [check_target_spec(spec) for spec in specs]
+    if not specs:
+        raise ValueError("no related datasets given for the intermediate stage")
+    if check_target_spec(task.spec) in specs:
+        raise ValueError(f"the target {task.spec!r} cannot be its own related data: the intermediate stage must not "
+                         "train on the target's labels")
+    target_texts = {_same_text_key(text) for text in [*task.split.test.texts, *task.split.pool.texts]}
+    texts, labels, ids, dropped = [], [], [], 0
+    for spec in specs:
+        part = load_target(spec, data_dir)
+        for text, label, id_ in zip(part.texts, part.labels.tolist(), part.ids):
+            if _same_text_key(text) in target_texts:
+                dropped += 1
+                continue
+            texts.append(text)
+            labels.append(label)
+            ids.append(f"{spec}/{id_}")
+    if len(set(labels)) < 2:
+        raise ValueError(f"the related datasets {specs} leave {len(texts)} reviews outside the target, not both "
+                         "classes: nothing for the intermediate stage to learn from")
+    related = TextDataset(name="related", texts=texts, labels=np.asarray(labels, dtype=np.int64), ids=ids)
+    if limit and limit < len(related):
+        related = draw_labels(related, limit, seed)
+    return related, dropped
+
+
+def train_intermediate(task: TargetTask, source: dict[str, Any], config: TrainConfig, *, batch_size: int = 32,
+                       specs: list[str] | None = None, data_dir=None, limit: int | None = None,
+                       val_fraction: float = 0.1) -> Intermediate:
+    """The intermediate stage: the source model trained on :func:`related_data` (every weight,
+    :data:`INTERMEDIATE_RECIPE`, validation carved from the related data, never from the target) and measured
+    zero-shot on the target's test split. Seeded by ``config.seed``. The ``intermediate`` strategy starts from it.
+    Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    from .data import check_target_spec, train_val_split
+
+    specs = related_specs(task.spec) if specs is None else [check_target_spec(spec) for spec in specs]
+    related, dropped = related_data(task, specs, data_dir, limit, config.seed)
+    train_part, val_part = train_val_split(related, val_fraction, config.seed)
+    model, history = train_strategy(INTERMEDIATE_RECIPE, source, None,
+                                    task.loader(train_part, batch_size, shuffle=True, seed=config.seed),
+                                    task.loader(val_part, EVAL_BATCH_SIZE, shuffle=False), config)
+    best = next(epoch for epoch in history.epochs if epoch["epoch"] == history.best_epoch)
+    return Intermediate(state_dict={name: value.detach().cpu().clone() for name, value in model.state_dict().items()},
+                        specs=specs, examples=len(related), dropped=dropped,
+                        val_accuracy=float(best["val_accuracy"]),
+                        zero_shot_accuracy=float(zero_shot(model, task)["accuracy"]), history=history)
+
+
 def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str | Strategy],
              n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
              val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
-             progress: bool = True,
+             progress: bool = True, intermediate: "Intermediate | None" = None,
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int, int], SentimentLSTM]]:
     """Every (n_labels, seed, strategy): the same labelled draw for all strategies of a (n_labels, seed) (a paired
     comparison), trained by the one loop and measured once on the test split. Returns the records
     ``{strategy, n_labels, seed, accuracy, ...}`` and the trained models by ``(strategy, n_labels, seed)``:
     all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
     ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 06's
-    exercises). Introduced in ``notebooks/05_transfer.ipynb``."""
+    exercises). ``intermediate`` (:func:`train_intermediate`) is needed by strategies that start from it.
+    Introduced in ``notebooks/05_transfer.ipynb``."""
     import sys
 
     from tqdm.std import tqdm
 
     chosen = [name if isinstance(name, Strategy) else get_strategy(name) for name in strategies]
+    needing = [strategy.name for strategy in chosen if strategy.init_from == "intermediate"]
+    if needing and intermediate is None:  # refused before anything trains
+        raise ValueError(f"strategies {needing} start from the intermediate model: train it first with "
+                         "transfer.train_intermediate(task, source, config, ...) and pass it as intermediate=")
     records, models = [], {}
     test_loader = task.test_loader()
     runs = [(n, seed) for n in n_labels_grid for seed in seeds]
@@ -339,14 +472,15 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
             if strategy.pseudo_label_fraction > 0:
                 if strategy.recipe not in trained:  # else the same model was just trained by another strategy
                     trained[strategy.recipe] = train_strategy(strategy.recipe, source, embedding_weights,
-                                                              train_loader, val_loader, run_config)
+                                                              train_loader, val_loader, run_config,
+                                                              intermediate=intermediate)
                 unlabelled = unlabelled_texts(task, train_data.ids + val_data.ids, seed)
                 model, history, pseudo = self_train(strategy, trained[strategy.recipe], source, embedding_weights,
                                                     task, train_data, unlabelled, val_loader, run_config,
-                                                    batch_size)
+                                                    batch_size, intermediate=intermediate)
             else:
                 model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader,
-                                                run_config)
+                                                run_config, intermediate=intermediate)
                 trained.setdefault(strategy.recipe, (model, history))
             test = evaluate(model, test_loader)
             record = {"strategy": strategy.name, "n_labels": n_labels, "seed": seed,
