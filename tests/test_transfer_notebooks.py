@@ -61,7 +61,6 @@ def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets", "[amazon:garden]"]) == 2
     assert "related_targets=['amazon:garden']: unknown Amazon domain 'garden'" in capsys.readouterr().err
     assert not (run_dir / "05_transfer.ipynb").exists()
-    assert not (run_dir / "05_transfer.ipynb").exists()
 
 
 def test_notebook_06_after_05_adds_its_grid(tiny_run, tmp_path):
