@@ -80,6 +80,18 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+def from_intermediate(strategies) -> list[str]:
+    """The names of those ``strategies`` (names or Strategy objects) that start from the intermediate model."""
+    chosen = [s if isinstance(s, Strategy) else get_strategy(s) for s in strategies]
+    return [strategy.name for strategy in chosen if strategy.init_from == "intermediate"]
+
+
+def _need_intermediate(names: list[str], intermediate) -> None:
+    if names and intermediate is None:
+        raise ValueError(f"strategies {names} start from the intermediate model: train it first with "
+                         "transfer.train_intermediate(task, source, config, ...) and pass it as intermediate=")
+
+
 def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: np.ndarray | torch.Tensor | None,
                 seed: int, *, intermediate: "Intermediate | None" = None, **config_overrides) -> SentimentLSTM:
     """The target model of ``strategy``: the source architecture, initialised as the strategy says.
@@ -102,9 +114,7 @@ def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: n
         with torch.no_grad():
             model.embedding.weight.copy_(weights)
     elif strategy.init_from in ("source", "intermediate"):
-        if strategy.init_from == "intermediate" and intermediate is None:
-            raise ValueError(f"strategy {strategy.name!r} starts from the intermediate model: train it first with "
-                             "transfer.train_intermediate(task, source, config, ...) and pass it as intermediate=")
+        _need_intermediate(from_intermediate([strategy]), intermediate)
         model.load_state_dict(source["state_dict"] if strategy.init_from == "source" else intermediate.state_dict)
         if strategy.new_head:
             model.head.load_state_dict(fresh_head)
@@ -358,7 +368,7 @@ def intermediate_for(strategies, task: TargetTask, source: dict[str, Any], *, ep
     """The intermediate stage of the notebooks, if any of ``strategies`` (names or Strategy objects) starts from
     it, else None: :func:`train_intermediate` for ``epochs`` at :data:`INTERMEDIATE_LR`, patience 1, on at most
     ``limit`` related reviews (0: all). Used by notebooks 05 and 06."""
-    if not any((s if isinstance(s, Strategy) else get_strategy(s)).init_from == "intermediate" for s in strategies):
+    if not from_intermediate(strategies):
         return None
     config = TrainConfig(epochs=epochs, lr=INTERMEDIATE_LR, patience=1, seed=seed)
     return train_intermediate(task, source, config, specs=specs, data_dir=data_dir, limit=limit or None)
@@ -451,10 +461,7 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     from tqdm.std import tqdm
 
     chosen = [name if isinstance(name, Strategy) else get_strategy(name) for name in strategies]
-    needing = [strategy.name for strategy in chosen if strategy.init_from == "intermediate"]
-    if needing and intermediate is None:  # refused before anything trains
-        raise ValueError(f"strategies {needing} start from the intermediate model: train it first with "
-                         "transfer.train_intermediate(task, source, config, ...) and pass it as intermediate=")
+    _need_intermediate(from_intermediate(chosen), intermediate)  # refused before anything trains
     records, models = [], {}
     test_loader = task.test_loader()
     runs = [(n, seed) for n in n_labels_grid for seed in seeds]
