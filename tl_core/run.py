@@ -257,6 +257,21 @@ def check_parameters(notebooks: list[Notebook], parameters: dict[str, Any]) -> N
         raise ParameterError("bad parameters, nothing was run:\n  - " + "\n  - ".join(problems))
 
 
+def _check_related_is_not_the_target(nb: Notebook, parameters: dict[str, Any]) -> None:
+    """The intermediate stage's related data must not hold the target (given, or the notebook's default): refused
+    before anything runs, not when the notebook reaches the stage."""
+    from .data import check_target_spec
+
+    if "target" not in nb.parameters or "related_targets" not in nb.parameters:
+        return
+    related = parameters.get("related_targets", nb.parameters["related_targets"].get("default"))
+    target = parameters.get("target", nb.parameters["target"].get("default"))
+    if related and isinstance(target, str) and check_target_spec(target) in related:
+        raise ParameterError(f"related_targets={related!r} holds the target {target!r} itself: the intermediate "
+                             "stage must not train on the target's labels; name other datasets, or leave "
+                             "related_targets at None (the Amazon domains other than the target's)")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Planning a run
 # ----------------------------------------------------------------------------------------------------------------
@@ -291,6 +306,8 @@ def plan(profile: str = "quick", overrides: dict[str, Any] | None = None, only: 
     check_parameters(notebooks, parameters)
     parameters = {name: VALUE_NORMALISERS[name](value) if name in VALUE_NORMALISERS else value
                   for name, value in parameters.items()}
+    for nb in notebooks:
+        _check_related_is_not_the_target(nb, parameters)
     if reuse is not None and not Path(reuse).is_dir():
         raise ParameterError(f"--reuse {reuse}: no such run directory")
     run_path = Path(run_dir) if run_dir is not None else RUNS / profile
