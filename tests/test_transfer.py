@@ -378,6 +378,43 @@ def test_intermediate_strategy_needs_the_intermediate_model(tiny_task, source, w
                           val_fraction=0.25, progress=False)
 
 
+
+def moved_stage(source, seed, zero_shot):
+    """A stand-in for one seed's stage: the source weights moved a little, differently per seed."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in source["state_dict"].items()}
+    return transfer.Intermediate(state_dict=state, specs=["amazon:books"], examples=10, dropped=0,
+                                 val_accuracy=0.5, zero_shot_accuracy=zero_shot, history=train.History())
+
+
+def test_each_seed_starts_from_its_own_stage(tiny_task, source, word2vec, monkeypatch):
+    stages = transfer.IntermediateStages({1: moved_stage(source, 1, 0.6), 2: moved_stage(source, 2, 0.8)})
+    assert stages.zero_shot_accuracy == pytest.approx(0.7) and stages.zero_shot_std == pytest.approx(0.02 ** 0.5)
+    summary = stages.summary()
+    assert summary["zero_shot_accuracy"] == pytest.approx(0.7) and set(summary["stages"]) == {"1", "2"}
+    assert summary["stages"]["2"]["zero_shot_accuracy"] == 0.8 and summary["examples"] == 10
+    started_from = []  # (seed, the stage a model was built from) for every model the grid builds
+    build_model = transfer.build_model
+
+    def recording_build_model(strategy, source_, weights, seed, *, intermediate=None, **overrides):
+        started_from.append((seed, intermediate))
+        return build_model(strategy, source_, weights, seed, intermediate=intermediate, **overrides)
+
+    monkeypatch.setattr(transfer, "build_model", recording_build_model)
+    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
+    transfer.run_grid(tiny_task, source, word2vec, ["scratch", "intermediate"], [20], [1, 2], config, batch_size=8,
+                      val_fraction=0.25, progress=False, intermediate=stages)
+    built_from = {(seed, id(stage)) for seed, stage in started_from if stage is not None}
+    assert built_from == {(1, id(stages.by_seed[1])), (2, id(stages.by_seed[2]))}, \
+        "each seed's intermediate run starts from its own stage"
+    started_from.clear()
+    with pytest.raises(ValueError, match=r"no intermediate stage for seed 3: stages were trained for seeds \[1, 2\]"):
+        transfer.run_grid(tiny_task, source, word2vec, ["scratch", "intermediate"], [20], [1, 3], config,
+                          batch_size=8, val_fraction=0.25, progress=False, intermediate=stages)
+    assert started_from == [], "refused before anything trains"
+    with pytest.raises(ValueError, match="at least one stage"):
+        transfer.IntermediateStages({})
+
 def test_related_specs_are_the_other_amazon_domains():
     assert transfer.related_specs("amazon:kitchen") == ["amazon:books", "amazon:dvd", "amazon:electronics"]
     assert transfer.related_specs("amazon:kitchen_&_housewares") == transfer.related_specs("amazon:kitchen")
@@ -440,3 +477,23 @@ def test_train_intermediate_then_the_intermediate_strategy(tiny_task, source, wo
     assert [(r["strategy"], r["n_labels"], r["seed"]) for r in records] == [("intermediate", 20, 1)]
     started = transfer.build_model(transfer.get_strategy("intermediate"), source, word2vec, 1, intermediate=stage)
     assert torch.equal(started.embedding.weight, stage.state_dict["embedding.weight"])
+
+
+def test_intermediate_for_trains_one_stage_per_seed(tiny_task, source, tmp_path):
+    from test_train import synthetic_reviews as reviews
+
+    texts, labels = reviews(64, 12)
+    related = write_rows(tmp_path / "related.csv", [(" ".join(VOCAB[i] for i in r), y) for r, y in zip(texts, labels)])
+    assert transfer.intermediate_for(["scratch", "gradual"], tiny_task, source, epochs=1, seeds=[1]) is None
+    with pytest.raises(ValueError, match="needs the seeds of the grid"):
+        transfer.intermediate_for(["intermediate"], tiny_task, source, epochs=1, seeds=[], specs=[related])
+    stages = transfer.intermediate_for(["scratch", "intermediate"], tiny_task, source, epochs=1, seeds=[4, 5],
+                                       specs=[related], limit=48)
+    assert sorted(stages.by_seed) == [4, 5] and stages.specs == [related] and stages.examples == 48
+    first, second = stages.for_seed(4), stages.for_seed(5)
+    assert any(not torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict), \
+        "seeded differently: the stages differ"
+    again = transfer.intermediate_for(["intermediate"], tiny_task, source, epochs=1, seeds=[4], specs=[related],
+                                      limit=48)
+    assert all(torch.equal(again.for_seed(4).state_dict[k], v) for k, v in first.state_dict.items()), \
+        "the same seed trains the same stage"

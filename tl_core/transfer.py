@@ -355,6 +355,10 @@ class Intermediate:
     zero_shot_accuracy: float  # on the target's test split: the stage used no target label
     history: Any  # tl_core.train.History of the stage
 
+    def for_seed(self, seed: int) -> "Intermediate":  # noqa: ARG002 (as IntermediateStages.for_seed)
+        """This stage, whatever the seed: every run starts from it (see :class:`IntermediateStages`)."""
+        return self
+
     def summary(self) -> dict[str, Any]:
         """What ``metrics.json`` records of the stage."""
         return {"specs": self.specs, "examples": self.examples, "dropped_as_target_texts": self.dropped,
@@ -363,15 +367,65 @@ class Intermediate:
                 "seconds": round(self.history.seconds, 2)}
 
 
-def intermediate_for(strategies, task: TargetTask, source: dict[str, Any], *, epochs: int, specs=None,
-                     data_dir=None, limit: int = 0, seed: int = 0) -> "Intermediate | None":
-    """The intermediate stage of the notebooks, if any of ``strategies`` (names or Strategy objects) starts from
-    it, else None: :func:`train_intermediate` for ``epochs`` at :data:`INTERMEDIATE_LR`, patience 1, on at most
-    ``limit`` related reviews (0: all). Used by notebooks 05 and 06."""
+@dataclass
+class IntermediateStages:
+    """One intermediate stage per seed (:func:`intermediate_for`): the ``intermediate`` runs of a seed start from
+    that seed's stage, so their spread over seeds includes the stage's own randomness, not only the target draw's.
+    Read like one :class:`Intermediate` where a single number is wanted (``zero_shot_accuracy`` is the mean)."""
+
+    by_seed: dict[int, Intermediate]
+
+    def __post_init__(self):
+        if not self.by_seed:
+            raise ValueError("IntermediateStages needs at least one stage (one per seed)")
+
+    def for_seed(self, seed: int) -> Intermediate:
+        """The stage the runs of ``seed`` start from."""
+        if seed not in self.by_seed:
+            raise ValueError(f"no intermediate stage for seed {seed}: stages were trained for seeds "
+                             f"{sorted(self.by_seed)}; train them with intermediate_for(..., seeds=...) for every "
+                             "seed of the grid")
+        return self.by_seed[seed]
+
+    @property
+    def specs(self) -> list[str]:
+        return next(iter(self.by_seed.values())).specs
+
+    @property
+    def examples(self) -> int:
+        return next(iter(self.by_seed.values())).examples
+
+    @property
+    def zero_shot_accuracy(self) -> float:
+        """Mean over the stages of the zero-shot accuracy on the target's test split."""
+        return float(np.mean([stage.zero_shot_accuracy for stage in self.by_seed.values()]))
+
+    @property
+    def zero_shot_std(self) -> float:
+        """Their standard deviation over the stages (as :func:`summarize`'s, ddof=1; 0 for one stage)."""
+        values = np.array([stage.zero_shot_accuracy for stage in self.by_seed.values()])
+        return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """What ``metrics.json`` records: the mean zero-shot accuracy and each seed's stage."""
+        return {"specs": self.specs, "examples": self.examples, "zero_shot_accuracy": self.zero_shot_accuracy,
+                "zero_shot_std": self.zero_shot_std,
+                "stages": {str(seed): stage.summary() for seed, stage in sorted(self.by_seed.items())}}
+
+
+def intermediate_for(strategies, task: TargetTask, source: dict[str, Any], *, epochs: int, seeds: list[int],
+                     specs=None, data_dir=None, limit: int = 0) -> "IntermediateStages | None":
+    """The intermediate stages of the notebooks, if any of ``strategies`` (names or Strategy objects) starts from
+    them, else None: for every seed, :func:`train_intermediate` seeded by it (its related draw, validation part,
+    order and initialisation) for ``epochs`` at :data:`INTERMEDIATE_LR`, patience 1, on at most ``limit`` related
+    reviews (0: all). Used by notebooks 05 and 06."""
     if not from_intermediate(strategies):
         return None
-    config = TrainConfig(epochs=epochs, lr=INTERMEDIATE_LR, patience=1, seed=seed)
-    return train_intermediate(task, source, config, specs=specs, data_dir=data_dir, limit=limit or None)
+    if not seeds:
+        raise ValueError("intermediate_for needs the seeds of the grid: one stage is trained per seed")
+    return IntermediateStages({seed: train_intermediate(
+        task, source, TrainConfig(epochs=epochs, lr=INTERMEDIATE_LR, patience=1, seed=seed), specs=specs,
+        data_dir=data_dir, limit=limit or None) for seed in seeds})
 
 
 def related_specs(target_spec: str) -> list[str]:
@@ -447,21 +501,24 @@ def train_intermediate(task: TargetTask, source: dict[str, Any], config: TrainCo
 def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str | Strategy],
              n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
              val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
-             progress: bool = True, intermediate: "Intermediate | None" = None,
+             progress: bool = True, intermediate: "Intermediate | IntermediateStages | None" = None,
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int, int], SentimentLSTM]]:
     """Every (n_labels, seed, strategy): the same labelled draw for all strategies of a (n_labels, seed) (a paired
     comparison), trained by the one loop and measured once on the test split. Returns the records
     ``{strategy, n_labels, seed, accuracy, ...}`` and the trained models by ``(strategy, n_labels, seed)``:
     all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
     ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 06's
-    exercises). ``intermediate`` (:func:`train_intermediate`) is needed by strategies that start from it.
+    exercises). Strategies that start from the intermediate model need ``intermediate``: one stage
+    (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`).
     Introduced in ``notebooks/05_transfer.ipynb``."""
     import sys
 
     from tqdm.std import tqdm
 
     chosen = [name if isinstance(name, Strategy) else get_strategy(name) for name in strategies]
-    _need_intermediate(from_intermediate(chosen), intermediate)  # refused before anything trains
+    starts_there = from_intermediate(chosen)
+    _need_intermediate(starts_there, intermediate)  # refused before anything trains, as a seed without a stage
+    stages = {seed: intermediate.for_seed(seed) if starts_there else None for seed in seeds}
     records, models = [], {}
     test_loader = task.test_loader()
     runs = [(n, seed) for n in n_labels_grid for seed in seeds]
@@ -472,6 +529,7 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
         train_loader = task.loader(train_data, batch_size, shuffle=True, seed=seed)
         val_loader = task.loader(val_data, EVAL_BATCH_SIZE, shuffle=False)
         trained = {}  # recipe -> (model, history) on this draw: a self-training strategy's first model
+        stage = stages[seed]
         for strategy in chosen:
             run_config = replace(config, seed=seed, progress=False)
             started = time.perf_counter()
@@ -480,14 +538,14 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
                 if strategy.recipe not in trained:  # else the same model was just trained by another strategy
                     trained[strategy.recipe] = train_strategy(strategy.recipe, source, embedding_weights,
                                                               train_loader, val_loader, run_config,
-                                                              intermediate=intermediate)
+                                                              intermediate=stage)
                 unlabelled = unlabelled_texts(task, train_data.ids + val_data.ids, seed)
                 model, history, pseudo = self_train(strategy, trained[strategy.recipe], source, embedding_weights,
                                                     task, train_data, unlabelled, val_loader, run_config,
-                                                    batch_size, intermediate=intermediate)
+                                                    batch_size, intermediate=stage)
             else:
                 model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader,
-                                                run_config, intermediate=intermediate)
+                                                run_config, intermediate=stage)
                 trained.setdefault(strategy.recipe, (model, history))
             test = evaluate(model, test_loader)
             record = {"strategy": strategy.name, "n_labels": n_labels, "seed": seed,
