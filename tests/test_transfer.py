@@ -121,15 +121,6 @@ def test_gradual_uses_stlr_and_others_their_schedule(source, word2vec):
     assert set(history.step_lrs) == {1e-2}
 
 
-def test_run_strategy_record(source, word2vec):
-    data = loader(*synthetic_reviews(64, 5))
-    config = train.TrainConfig(epochs=1, patience=0, progress=False, device="cpu", seed=2)
-    record = transfer.run_strategy(transfer.get_strategy("frozen"), source, word2vec, data, data, data, config,
-                                   n_labels=64)
-    assert {"strategy": "frozen", "n_labels": 64, "seed": 2}.items() <= record.items()
-    assert 0.0 <= record["accuracy"] <= 1.0
-
-
 def test_unknown_strategy_and_missing_embeddings(source):
     with pytest.raises(ValueError, match="unknown strategy 'lora'; one of: scratch, embeddings, frozen"):
         transfer.get_strategy("lora")
@@ -339,6 +330,10 @@ def test_pseudo_label_takes_the_surest_of_each_class(tiny_task):
     # every prediction negative: no text becomes a positive example, however many positives the shares ask for
     negative = Constant(np.full(len(vocab), 0.2, dtype=np.float32))
     assert transfer.pseudo_label(negative, tiny_task, texts, 1.0, {0: 0.5, 1: 0.5}).labels.tolist() == [0] * 5
+    # nothing left to label: an empty dataset, named as a full one is
+    empty = transfer.pseudo_label(model, tiny_task, TextDataset(name="u", texts=[], labels=None, ids=[]), 0.4,
+                                  {0: 0.5, 1: 0.5})
+    assert len(empty) == 0 and empty.name == pseudo.name == "u/pseudo-labelled"
     with pytest.raises(ValueError, match="must not see labels"):
         transfer.pseudo_label(model, tiny_task, tiny_task.split.pool, 0.5, {0: 0.5, 1: 0.5})
 
@@ -370,7 +365,7 @@ def test_intermediate_is_gradual_from_another_start():
 
 
 def test_intermediate_strategy_needs_the_intermediate_model(tiny_task, source, word2vec):
-    with pytest.raises(ValueError, match="train it first with transfer.train_intermediate"):
+    with pytest.raises(ValueError, match=r"train it first, one stage per seed with transfer.intermediate_for\("):
         transfer.build_model(transfer.get_strategy("intermediate"), source, word2vec, seed=0)
     config = train.TrainConfig(epochs=1, patience=0, device="cpu")
     with pytest.raises(ValueError, match=r"strategies \['intermediate'\] start from the intermediate model"):
@@ -421,6 +416,16 @@ def test_related_specs_are_the_other_amazon_domains():
     assert transfer.related_specs("sst2") == [f"amazon:{d}" for d in ("books", "dvd", "electronics", "kitchen")]
 
 
+def test_related_specs_are_checked_against_the_target():
+    # canonical specs back; the target itself is refused under any of its names, as is an empty list
+    assert transfer.check_related_specs("amazon:books", ["amazon:dvd", "amazon:kitchen_&_housewares"]) == [
+        "amazon:dvd", "amazon:kitchen"]
+    with pytest.raises(ValueError, match="'amazon:kitchen' cannot be its own related data"):
+        transfer.check_related_specs("amazon:kitchen", ["amazon:books", "amazon:kitchen_&_housewares"])
+    with pytest.raises(ValueError, match="no related datasets given"):
+        transfer.check_related_specs("amazon:kitchen", [])
+
+
 def write_rows(path, rows):
     import csv
 
@@ -449,6 +454,8 @@ def test_related_data_never_holds_a_target_text(tiny_task, tmp_path):
     assert capped.ids == transfer.related_data(tiny_task, [first, second], limit=10, seed=3)[0].ids
     with pytest.raises(ValueError, match="cannot be its own related data"):
         transfer.related_data(tiny_task, [first, tiny_task.spec])
+    with pytest.raises(ValueError, match="no related datasets given"):
+        transfer.related_data(tiny_task, [])
     # both classes in the file, but every negative is a target text: nothing left to contrast the positives with
     one_class = write_rows(tmp_path / "mostly.csv", [(test_text, 0), (pool_text, 0), ("fine", 1), ("nice", 1)])
     with pytest.raises(ValueError, match="not both classes"):

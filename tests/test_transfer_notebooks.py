@@ -63,10 +63,12 @@ def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     # the target itself among the related data: the notebook's default target, or a file given as the target
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets",
                      "[amazon:books, amazon:kitchen_&_housewares]"]) == 2
-    assert "holds the target 'amazon:kitchen' itself" in capsys.readouterr().err
+    assert ("related_targets=['amazon:books', 'amazon:kitchen']: the target 'amazon:kitchen' cannot be its own "
+            "related data" in capsys.readouterr().err)
     assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "target", str(target),
                      "-p", "related_targets", f"[{target}]"]) == 2
-    assert "itself: the intermediate stage must not train on the target's labels" in capsys.readouterr().err
+    assert "cannot be its own related data: the intermediate stage must not train on the target's labels" in (
+        capsys.readouterr().err)
     assert not (run_dir / "05_transfer.ipynb").exists()
 
 

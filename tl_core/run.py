@@ -259,17 +259,18 @@ def check_parameters(notebooks: list[Notebook], parameters: dict[str, Any]) -> N
 
 def _check_related_is_not_the_target(nb: Notebook, parameters: dict[str, Any]) -> None:
     """The intermediate stage's related data must not hold the target (given, or the notebook's default): refused
-    before anything runs, not when the notebook reaches the stage."""
-    from .data import check_target_spec
+    before anything runs, not when the notebook reaches the stage (the rule is transfer.check_related_specs)."""
+    from .transfer import check_related_specs
 
     if "target" not in nb.parameters or "related_targets" not in nb.parameters:
         return
     related = parameters.get("related_targets", nb.parameters["related_targets"].get("default"))
     target = parameters.get("target", nb.parameters["target"].get("default"))
-    if related and isinstance(target, str) and check_target_spec(target) in related:
-        raise ParameterError(f"related_targets={related!r} holds the target {target!r} itself: the intermediate "
-                             "stage must not train on the target's labels; name other datasets, or leave "
-                             "related_targets at None (the Amazon domains other than the target's)")
+    if related and isinstance(target, str):
+        try:
+            check_related_specs(target, related)
+        except ValueError as error:
+            raise ParameterError(f"related_targets={related!r}: {error}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------

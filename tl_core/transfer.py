@@ -88,8 +88,10 @@ def from_intermediate(strategies) -> list[str]:
 
 def _need_intermediate(names: list[str], intermediate) -> None:
     if names and intermediate is None:
-        raise ValueError(f"strategies {names} start from the intermediate model: train it first with "
-                         "transfer.train_intermediate(task, source, config, ...) and pass it as intermediate=")
+        raise ValueError(f"strategies {names} start from the intermediate model: train it first, one stage per "
+                         "seed with transfer.intermediate_for(strategies, task, source, epochs=..., seeds=...) or "
+                         "one shared stage with transfer.train_intermediate(task, source, config, ...), and pass "
+                         "it as intermediate=")
 
 
 def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: np.ndarray | torch.Tensor | None,
@@ -172,18 +174,6 @@ def train_strategy(strategy: Strategy, source: dict[str, Any], embedding_weights
     history = fit(model, train_loader, val_loader, replace(config, schedule=strategy.schedule),
                   param_groups=groups, on_epoch_start=hook, title=strategy.name)
     return model, history
-
-
-def run_strategy(strategy: Strategy, source: dict[str, Any], embedding_weights, train_loader, val_loader,
-                 test_loader, config: TrainConfig, n_labels: int, **config_overrides) -> dict[str, Any]:
-    """Train one strategy for one (n_labels, seed) and measure it once on the target's test split."""
-    started = time.perf_counter()
-    model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader, config,
-                                    **config_overrides)
-    test = evaluate(model, test_loader)
-    return {"strategy": strategy.name, "n_labels": n_labels, "seed": config.seed, "accuracy": test["accuracy"],
-            "f1": test["f1"], "epochs_trained": len(history.epochs), "best_epoch": history.best_epoch,
-            "seconds": round(time.perf_counter() - started, 2)}
 
 
 def describe_strategies() -> list[dict[str, Any]]:
@@ -287,8 +277,9 @@ def pseudo_label(model: SentimentLSTM, task: TargetTask, unlabelled, fraction: f
 
     if unlabelled.labels is not None:
         raise ValueError("pseudo_label takes unlabelled texts (labels=None): self-training must not see labels")
+    name = f"{unlabelled.name}/pseudo-labelled"
     if len(unlabelled) == 0:
-        return TextDataset(name="pseudo-labelled", texts=[], labels=np.zeros(0, dtype=np.int64), ids=[])
+        return TextDataset(name=name, texts=[], labels=np.zeros(0, dtype=np.int64), ids=[])
     probabilities = predict_probabilities(model, numericalize(unlabelled.texts, task.vocab, task.max_len))
     total = int(round(fraction * len(unlabelled)))
     positives = int(round(total * class_shares[1]))
@@ -296,7 +287,7 @@ def pseudo_label(model: SentimentLSTM, task: TargetTask, unlabelled, fraction: f
     negative = [i for i in order[:total - positives] if probabilities[i] < 0.5]
     positive = [i for i in order[::-1][:positives] if probabilities[i] >= 0.5]
     chosen = np.sort(np.asarray(negative + positive, dtype=np.int64))
-    return TextDataset(name=f"{unlabelled.name}/pseudo-labelled", texts=[unlabelled.texts[i] for i in chosen],
+    return TextDataset(name=name, texts=[unlabelled.texts[i] for i in chosen],
                        labels=(probabilities[chosen] >= 0.5).astype(np.int64), ids=[unlabelled.ids[i] for i in chosen])
 
 
@@ -403,8 +394,7 @@ class IntermediateStages:
     @property
     def zero_shot_std(self) -> float:
         """Their standard deviation over the stages (as :func:`summarize`'s, ddof=1; 0 for one stage)."""
-        values = np.array([stage.zero_shot_accuracy for stage in self.by_seed.values()])
-        return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        return _std([stage.zero_shot_accuracy for stage in self.by_seed.values()])
 
     def summary(self) -> dict[str, Any]:
         """What ``metrics.json`` records: the mean zero-shot accuracy and each seed's stage."""
@@ -437,6 +427,22 @@ def related_specs(target_spec: str) -> list[str]:
     return [f"amazon:{domain}" for domain in AMAZON_DOMAINS if f"amazon:{domain}" != target]
 
 
+def check_related_specs(target_spec: str, specs) -> list[str]:
+    """``specs`` as canonical dataset specs, refused (ValueError) if empty or if they hold the target itself: the
+    intermediate stage must never train on the target's labels. Used by :func:`related_data` and by the runner,
+    which checks papermill's ``related_targets`` before anything runs."""
+    from .data import check_target_spec
+
+    specs = [check_target_spec(spec) for spec in specs]
+    if not specs:
+        raise ValueError("no related datasets given for the intermediate stage")
+    if check_target_spec(target_spec) in specs:
+        raise ValueError(f"the target {target_spec!r} cannot be its own related data: the intermediate stage must "
+                         "not train on the target's labels; name other datasets, or leave them unset (the Amazon "
+                         "domains other than the target's)")
+    return specs
+
+
 def _same_text_key(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -448,14 +454,9 @@ def related_data(task: TargetTask, specs: list[str] | None = None, data_dir=None
     test split or pool, so that no target text is ever trained on with its label. ``limit``: at most this many,
     a stratified draw seeded by ``seed`` (None or 0: all). Returns (dataset, how many were dropped as target
     texts). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
-    from .data import TextDataset, check_target_spec, draw_labels, load_target
+    from .data import TextDataset, draw_labels, load_target
 
-    specs = related_specs(task.spec) if specs is None else [check_target_spec(spec) for spec in specs]
-    if not specs:
-        raise ValueError("no related datasets given for the intermediate stage")
-    if check_target_spec(task.spec) in specs:
-        raise ValueError(f"the target {task.spec!r} cannot be its own related data: the intermediate stage must not "
-                         "train on the target's labels")
+    specs = check_related_specs(task.spec, related_specs(task.spec) if specs is None else specs)
     target_texts = {_same_text_key(text) for text in [*task.split.test.texts, *task.split.pool.texts]}
     texts, labels, ids, dropped = [], [], [], 0
     for spec in specs:
@@ -483,9 +484,9 @@ def train_intermediate(task: TargetTask, source: dict[str, Any], config: TrainCo
     :data:`INTERMEDIATE_RECIPE`, validation carved from the related data, never from the target) and measured
     zero-shot on the target's test split. Seeded by ``config.seed``. The ``intermediate`` strategy starts from it.
     Introduced in ``notebooks/06_fine_tuning.ipynb``."""
-    from .data import check_target_spec, train_val_split
+    from .data import train_val_split
 
-    specs = related_specs(task.spec) if specs is None else [check_target_spec(spec) for spec in specs]
+    specs = check_related_specs(task.spec, related_specs(task.spec) if specs is None else specs)
     related, dropped = related_data(task, specs, data_dir, limit, config.seed)
     train_part, val_part = train_val_split(related, val_fraction, config.seed)
     model, history = train_strategy(INTERMEDIATE_RECIPE, source, None,
@@ -576,10 +577,15 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((record["strategy"], record["n_labels"]), []).append(record["accuracy"])
     rows = []
     for (strategy, n_labels), accuracies in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        values = np.asarray(accuracies, dtype=float)
-        rows.append({"strategy": strategy, "n_labels": n_labels, "mean": float(values.mean()),
-                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "runs": len(values)})
+        rows.append({"strategy": strategy, "n_labels": n_labels, "mean": float(np.mean(accuracies)),
+                     "std": _std(accuracies), "runs": len(accuracies)})
     return rows
+
+
+def _std(values) -> float:
+    """The spread this module reports: the sample standard deviation (ddof=1), 0 for a single value."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def format_summary(rows: list[dict[str, Any]], zero_shot_accuracy: float | None = None) -> str:
