@@ -416,6 +416,23 @@ def test_related_specs_are_the_other_amazon_domains():
     assert transfer.related_specs("sst2") == [f"amazon:{d}" for d in ("books", "dvd", "electronics", "kitchen")]
 
 
+def test_accuracy_interval_is_wilsons():
+    # 85 % of 400: worked by hand from Wilson's formula (z = 1.959964)
+    low, high = transfer.accuracy_interval(0.85, 400)
+    assert low == pytest.approx(0.81169, abs=1e-5) and high == pytest.approx(0.88166, abs=1e-5)
+    # not symmetric about the accuracy near the edges, and never outside [0, 1]
+    low, high = transfer.accuracy_interval(1.0, 50)
+    assert high == 1.0 and 0.9 < low < 1.0
+    assert transfer.accuracy_interval(0.0, 50)[0] == 0.0
+    # four times the test examples, about half the width; a higher confidence, a wider interval
+    narrow, wide = transfer.accuracy_interval(0.8, 1600), transfer.accuracy_interval(0.8, 400)
+    assert (narrow[1] - narrow[0]) / (wide[1] - wide[0]) == pytest.approx(0.5, abs=0.01)
+    assert transfer.accuracy_interval(0.8, 400, 0.99)[0] < wide[0]
+    for bad in [dict(accuracy=0.8, n=0), dict(accuracy=1.2, n=10), dict(accuracy=0.8, n=10, confidence=1.0)]:
+        with pytest.raises(ValueError):
+            transfer.accuracy_interval(**bad)
+
+
 def test_related_specs_are_checked_against_the_target():
     # canonical specs back; the target itself is refused under any of its names, as is an empty list
     assert transfer.check_related_specs("amazon:books", ["amazon:dvd", "amazon:kitchen_&_housewares"]) == [

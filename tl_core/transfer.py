@@ -582,6 +582,25 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on ``n`` test examples: how far another test sample of
+    the same size could move it, all else fixed. The ± over seeds does not hold this (every seed is tested on the
+    same split). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    from statistics import NormalDist
+
+    if n <= 0:
+        raise ValueError(f"an accuracy interval needs at least one test example, got n={n}")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    denominator = 1 + z * z / n
+    centre = (accuracy + z * z / (2 * n)) / denominator
+    half = z * float(np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _std(values) -> float:
     """The spread this module reports: the sample standard deviation (ddof=1), 0 for a single value."""
     values = np.asarray(values, dtype=float)
