@@ -56,6 +56,33 @@ def test_saliency_restores_mode_and_works_with_a_frozen_table_and_the_fused_lstm
         analysis.word_saliency(fused, [])
 
 
+def test_saliency_of_an_ensemble_is_the_derivative_along_every_members_word_vector():
+    """An ensemble reads one table per member: s_t is d logit / d alpha when token t's vector is scaled by alpha in
+    every table at once (central difference, float64); a module without any embedding table is refused."""
+    from tl_core.models import EnsembleClassifier
+
+    def ensemble(scale_token=None, factor=1.0):
+        members = [small_model(seed=seed).double() for seed in (1, 2)]
+        if scale_token is not None:
+            with torch.no_grad():
+                for member in members:
+                    member.embedding.weight[scale_token] *= factor
+        return EnsembleClassifier(members).eval()
+
+    review = [4, GOOD, 17, 26]
+    logit, saliency = analysis.word_saliency(ensemble(), review)
+    tokens, lengths = torch.tensor([review]), torch.tensor([len(review)])
+    epsilon = 1e-5
+    for position, token in enumerate(review):
+        with torch.no_grad():
+            up, down = (float(ensemble(token, 1 + sign * epsilon)(tokens, lengths)) for sign in (1, -1))
+        assert saliency[position] == pytest.approx((up - down) / (2 * epsilon), rel=1e-5, abs=1e-9)
+    with torch.no_grad():
+        assert logit == pytest.approx(float(ensemble()(tokens, lengths)))
+    with pytest.raises(TypeError, match="reads word vectors from an nn.Embedding"):
+        analysis.word_saliency(torch.nn.Linear(3, 1), review)
+
+
 def test_saliency_finds_the_word_that_decides():
     """On the synthetic task (one GOOD or BAD token decides), the deciding word always pushes the right way and
     is the strongest push that way in most reviews (chance would be about one review in 17)."""

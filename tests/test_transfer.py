@@ -52,7 +52,7 @@ def group_of(name):
     return f"lstm layer {name.split('_l')[-1].split('_')[0]}"
 
 
-@pytest.mark.parametrize("name", list(transfer.STRATEGIES))
+@pytest.mark.parametrize("name", [name for name, s in transfer.STRATEGIES.items() if not s.members])
 def test_initialisation(name, source, word2vec, intermediate):
     strategy = transfer.get_strategy(name)
     model = transfer.build_model(strategy, source, word2vec, seed=3, intermediate=intermediate)
@@ -354,6 +354,67 @@ def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec
                                  val_fraction=0.25, progress=False)
     assert alone[0]["accuracy"] == selftrain["accuracy"], "the reused first model is the one it would train"
     assert alone[0]["pseudo_labels"] == selftrain["pseudo_labels"]
+
+
+# ------------------------------------------------------------------------------------------------- the ensemble
+
+def test_ensemble_is_three_trained_strategies_and_builds_nothing_itself(source, word2vec):
+    ensemble = transfer.get_strategy("ensemble")
+    assert ensemble.init_from == "members" and ensemble.members == ("finetune", "gradual", "intermediate")
+    assert transfer.from_intermediate(["scratch", "ensemble"]) == ["ensemble"], "a member starts from the stage"
+    with pytest.raises(ValueError, match="is an ensemble of .* no model of its own"):
+        transfer.build_model(ensemble, source, word2vec, seed=0)
+    with pytest.raises(ValueError, match="an ensemble has init_from='members' and names its members"):
+        transfer.Strategy("mix", "source", members=("finetune",))
+    with pytest.raises(ValueError, match="an ensemble has init_from='members' and names its members"):
+        transfer.Strategy("mix", "members")
+    with pytest.raises(ValueError, match="members must be distinct other strategies"):
+        transfer.Strategy("mix", "members", members=("finetune", "finetune"))
+    with pytest.raises(ValueError, match="unknown strategy 'lora'"):
+        transfer.from_intermediate([transfer.Strategy("mix", "members", members=("finetune", "lora"))])
+    with pytest.raises(ValueError, match=r"its members \['ensemble'\] are ensembles themselves"):
+        transfer.from_intermediate([transfer.Strategy("mix", "members", members=("finetune", "ensemble"))])
+
+
+def test_ensemble_classifier_averages_probabilities():
+    from tl_core.models import EnsembleClassifier
+    from test_analysis import small_model
+
+    members = [small_model(seed=seed).eval() for seed in (1, 2, 3)]
+    ensemble = EnsembleClassifier(members).eval()
+    tokens, lengths = torch.tensor([[5, 9, 3, 0], [7, 2, 11, 4]]), torch.tensor([3, 4])
+    with torch.no_grad():
+        expected = torch.stack([torch.sigmoid(m(tokens, lengths)) for m in members]).mean(dim=0)
+        assert torch.allclose(torch.sigmoid(ensemble(tokens, lengths)), expected, atol=1e-6)
+        alone = EnsembleClassifier(members[:1]).eval()
+        assert torch.allclose(alone(tokens, lengths), members[0](tokens, lengths), atol=1e-4)
+    with pytest.raises(ValueError, match="at least one member"):
+        EnsembleClassifier([])
+
+
+def test_run_grid_ensemble_averages_its_members_on_the_same_draw(tiny_task, source, word2vec, intermediate):
+    """Members listed too are trained once and shared; a member not listed is trained for the ensemble alone;
+    the ensemble's accuracy is that of its members' mean probability on the test split."""
+    from tl_core.analysis import predict_probabilities
+
+    config = train.TrainConfig(epochs=2, lr=1e-2, patience=0, device="cpu")
+    mix = transfer.Strategy("mix", "members", members=("finetune", "intermediate"))
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["finetune", mix], [20], [1], config,
+                                        batch_size=8, val_fraction=0.25, keep_models=True, progress=False,
+                                        intermediate=intermediate)
+    finetune, ensemble = records
+    assert ensemble["strategy"] == "mix" and ensemble["members"] == ["finetune", "intermediate"]
+    assert ensemble["epochs_trained"] is None and ensemble["best_epoch"] is None
+    assert ensemble["seconds"] >= finetune["seconds"], "its cost holds its members' training"
+    members = list(models[("mix", 20, 1)].members)
+    assert members[0] is models[("finetune", 20, 1)], "the listed member is reused, not trained again"
+    alone, alone_models = transfer.run_grid(tiny_task, source, word2vec, ["intermediate"], [20], [1], config,
+                                            batch_size=8, val_fraction=0.25, keep_models=True, progress=False,
+                                            intermediate=intermediate)
+    for a, b in zip(members[1].state_dict().values(), alone_models[("intermediate", 20, 1)].state_dict().values()):
+        assert torch.equal(a, b), "the unlisted member is the model its own run would train"
+    mean = np.mean([predict_probabilities(m, tiny_task.test_encoded) for m in members], axis=0)
+    assert ensemble["accuracy"] == pytest.approx(np.mean((mean >= 0.5) == (tiny_task.split.test.labels == 1)))
 
 
 # ----------------------------------------------------------------------------------- the intermediate stage

@@ -53,10 +53,22 @@ def test_notebook_05_runs_on_a_csv_target(tiny_run):
     assert (run_dir / "05_transfer.ipynb").exists()
 
 
+def test_the_notebooks_offer_exactly_the_strategies_of_tl_core():
+    """The runner checks `strategies` against the choices the parameter's comment lists: they must be
+    transfer.STRATEGIES, in order, in both notebooks (a strategy added to one must not be refused by the other)."""
+    from tl_core import transfer
+
+    notebooks = {nb.number: nb for nb in run.discover_notebooks()}
+    for number in ("05", "06"):
+        help_text = notebooks[number].parameters["strategies"]["help"]
+        assert run.allowed_values(help_text) == list(transfer.STRATEGIES), number
+        assert set(notebooks[number].parameters["strategies"]["default"]) <= set(transfer.STRATEGIES)
+
+
 def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     run_dir, target = tiny_run
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "strategies", "[scratch, lora]"]) == 2
-    assert ("is not one of: scratch, embeddings, frozen, finetune, gradual, selftrain, intermediate"
+    assert ("is not one of: scratch, embeddings, frozen, finetune, gradual, selftrain, intermediate, ensemble"
             in capsys.readouterr().err)
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets", "[amazon:garden]"]) == 2
     assert "related_targets=['amazon:garden']: unknown Amazon domain 'garden'" in capsys.readouterr().err

@@ -31,7 +31,8 @@ def word_saliency(model: nn.Module, token_ids: Sequence[int] | np.ndarray | torc
     word vector of token ``t`` (Simonyan et al. 2014; Denil et al. 2014 for text). Positive: the word pushes the
     prediction towards *positive*, negative: towards *negative*. The sum over tokens is the derivative of the
     logit along the review's own word vectors (scaling them all by 1+ε changes the logit by ε·Σ s_t), a first-order
-    picture, not an exact decomposition.
+    picture, not an exact decomposition. A model that reads several embedding tables (an ensemble of classifiers)
+    gets the sum of every table's ``s_t``: the same derivative, taken along all of the word's vectors at once.
 
     Returns (logit, saliency per token). The model is put in eval mode (no dropout). Introduced in
     ``notebooks/06_fine_tuning.ipynb``.
@@ -39,27 +40,30 @@ def word_saliency(model: nn.Module, token_ids: Sequence[int] | np.ndarray | torc
     ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.int64).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("word_saliency needs at least one token")
-    embedding = getattr(model, "embedding", None)
-    if not isinstance(embedding, nn.Embedding):
-        raise TypeError(f"word_saliency needs a model with an nn.Embedding named 'embedding', got "
+    tables = [module for module in model.modules() if isinstance(module, nn.Embedding)]
+    if not tables:
+        raise TypeError(f"word_saliency needs a model that reads word vectors from an nn.Embedding, got "
                         f"{type(model).__name__}")
-    captured: dict[str, torch.Tensor] = {}
+    captured: list[torch.Tensor] = []  # the review's word vectors from each table the model reads
 
     def vectors_as_leaf(_module, _inputs, output):
         # a leaf of the review's own word vectors: its gradient is what we want, whether or not the embedding
         # table itself trains (frozen strategies), and no parameter's .grad is touched
-        captured["vectors"] = output.detach().requires_grad_(True)
-        return captured["vectors"]
+        captured.append(output.detach().requires_grad_(True))
+        return captured[-1]
 
     was_training = model.training
     model.eval()
-    handle = embedding.register_forward_hook(vectors_as_leaf)
+    handles = [table.register_forward_hook(vectors_as_leaf) for table in tables]
     try:
         with torch.enable_grad():
-            logit = model(ids.to(embedding.weight.device), torch.tensor([ids.shape[1]]))
-            (gradient,) = torch.autograd.grad(logit.sum(), captured["vectors"])
+            logit = model(ids.to(tables[0].weight.device), torch.tensor([ids.shape[1]]))
+            gradients = torch.autograd.grad(logit.sum(), captured)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    saliency = (gradient * captured["vectors"]).sum(dim=-1)[0].detach().double().cpu().numpy()
+    # each table's first-order share, summed: scaling the word's vector by 1+ε in every table moves the logit ~ε·s
+    saliency = sum((gradient * vectors).sum(dim=-1)[0] for gradient, vectors in zip(gradients, captured))
+    saliency = saliency.detach().double().cpu().numpy()
     return float(logit.detach().sum()), saliency

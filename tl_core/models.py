@@ -160,3 +160,23 @@ class SentimentLSTM(nn.Module):
             groups.append((f"lstm layer {layer}", [dict(self.lstm.named_parameters())[n] for n in names]))
         groups.append(("head", list(self.head.parameters())))
         return groups
+
+
+class EnsembleClassifier(nn.Module):
+    """Several trained classifiers as one: the mean of their probabilities, returned as a logit so that it reads
+    like any classifier here (``evaluate``, ``predict``, ``analysis.word_saliency``). Its members keep their own
+    weights and vocabulary-sized embeddings; nothing of it trains. Introduced in ``notebooks/06_fine_tuning``
+    (the ``ensemble`` strategy)."""
+
+    #: probabilities are clipped this far from 0 and 1 before the logit, so that it stays finite
+    EPS = 1e-6
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member model")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        probabilities = torch.stack([torch.sigmoid(member(tokens, lengths)) for member in self.members])
+        return torch.logit(probabilities.mean(dim=0), eps=self.EPS)

@@ -21,7 +21,7 @@ from torch import nn
 from .models import ModelConfig, SentimentLSTM
 from .train import TrainConfig, evaluate, fit, seed_everything
 
-INIT_FROM = ("random", "word2vec", "source", "intermediate")
+INIT_FROM = ("random", "word2vec", "source", "intermediate", "members")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class Strategy:
 
     name: str  # how tables and plots call it
     init_from: str  # "random": nothing transferred; "word2vec": the embedding matrix; "source": every weight;
-    # "intermediate": every weight of the source model after an intermediate stage on related domains (Intermediate)
+    # "intermediate": every weight of the source model after an intermediate stage on related domains (Intermediate);
+    # "members": no weights of its own, an ensemble of the models of ``members``
     train_only_head: bool = False  # freeze everything below the head for the whole run (feature extraction)
     new_head: bool = False  # replace the source model's head with a freshly initialised one
     gradual_unfreezing: bool = False  # train the head first, then unfreeze one more layer group per epoch
@@ -38,6 +39,8 @@ class Strategy:
     schedule: str = "constant"  # the loop's learning-rate schedule ("stlr": slanted triangular)
     pseudo_label_fraction: float = 0.0  # self-training: share of the unlabelled target texts that a first model of
     # this recipe labels (those it is surest of) and a second run of it adds to the labelled ones (0: off)
+    members: tuple[str, ...] = ()  # an ensemble (init_from="members"): the strategies whose models, trained on the
+    # same draw, average their probabilities (models.EnsembleClassifier); nothing else is trained
     description: str = ""
 
     def __post_init__(self):
@@ -48,6 +51,11 @@ class Strategy:
                              f"got {self.lr_decay}")
         if not 0.0 <= self.pseudo_label_fraction <= 1.0:
             raise ValueError(f"pseudo_label_fraction must be in [0, 1], got {self.pseudo_label_fraction}")
+        if (self.init_from == "members") != bool(self.members):
+            raise ValueError(f"strategy {self.name!r}: an ensemble has init_from='members' and names its members "
+                             f"(got init_from={self.init_from!r}, members={self.members!r})")
+        if len(set(self.members)) != len(self.members) or self.name in self.members:
+            raise ValueError(f"strategy {self.name!r}: members must be distinct other strategies, got {self.members}")
 
     @property
     def recipe(self) -> "Strategy":
@@ -71,6 +79,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("intermediate", "intermediate", gradual_unfreezing=True, lr_decay=2.6, schedule="stlr",
              description="the source model trained first on labelled reviews of related domains (never the "
                          "target's), then gradual on the target"),
+    Strategy("ensemble", "members", members=("finetune", "gradual", "intermediate"),
+             description="finetune, gradual and intermediate trained on the same draw, their probabilities "
+                         "averaged: three models' training and prediction for one answer"),
 )}
 
 
@@ -80,10 +91,24 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+def members_of(strategy: Strategy, strategies=()) -> list[Strategy]:
+    """The member strategies of an ensemble: by name from ``strategies`` (names or Strategy objects: variants
+    given there win), else from :data:`STRATEGIES`; an ensemble among them is refused (one level only)."""
+    given = {s.name: s for s in strategies if isinstance(s, Strategy)}
+    members = [given.get(name) or get_strategy(name) for name in strategy.members]
+    nested = [member.name for member in members if member.members]
+    if nested:
+        raise ValueError(f"ensemble {strategy.name!r}: its members {nested} are ensembles themselves; name the "
+                         "strategies they average instead")
+    return members
+
+
 def from_intermediate(strategies) -> list[str]:
-    """The names of those ``strategies`` (names or Strategy objects) that start from the intermediate model."""
+    """The names of those ``strategies`` (names or Strategy objects) that start from the intermediate model,
+    directly or through an ensemble's member."""
     chosen = [s if isinstance(s, Strategy) else get_strategy(s) for s in strategies]
-    return [strategy.name for strategy in chosen if strategy.init_from == "intermediate"]
+    return [strategy.name for strategy in chosen if strategy.init_from == "intermediate"
+            or any(member.init_from == "intermediate" for member in members_of(strategy, chosen))]
 
 
 def _need_intermediate(names: list[str], intermediate) -> None:
@@ -102,6 +127,9 @@ def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: n
     matrix of the same vocabulary (needed by ``init_from="word2vec"``); ``intermediate`` the result of
     :func:`train_intermediate` (needed by ``init_from="intermediate"``). Seeded: random parts repeat per seed.
     """
+    if strategy.members:
+        raise ValueError(f"strategy {strategy.name!r} is an ensemble of {list(strategy.members)}: it has no model of "
+                         "its own to build; run_grid trains its members and averages them")
     config = ModelConfig.from_dict({**source["model_config"], **config_overrides})
     seed_everything(seed)
     model = SentimentLSTM(config)  # random init of every part, drawn in the same order for every strategy
@@ -499,6 +527,49 @@ def train_intermediate(task: TargetTask, source: dict[str, Any], config: TrainCo
                         zero_shot_accuracy=float(zero_shot(model, task)["accuracy"]), history=history)
 
 
+class _Draw:
+    """One (n_labels, seed) draw of :func:`run_grid`: trains each strategy on it once. A self-training strategy
+    reuses the model its recipe already trained on the draw; an ensemble reuses (or trains) its members' models."""
+
+    def __init__(self, task, train_data, val_data, source, embedding_weights, config, batch_size, stage, chosen):
+        self.task, self.train_data, self.val_data, self.source = task, train_data, val_data, source
+        self.embedding_weights, self.config, self.batch_size, self.stage = embedding_weights, config, batch_size, stage
+        self.chosen = chosen
+        self.train_loader = task.loader(train_data, batch_size, shuffle=True, seed=config.seed)
+        self.val_loader = task.loader(val_data, EVAL_BATCH_SIZE, shuffle=False)
+        self.by_recipe: dict[Strategy, tuple[SentimentLSTM, Any]] = {}  # recipe -> (model, history) on this draw
+        self.done: dict[str, tuple] = {}  # strategy name -> (model, history, pseudo-labelled data, seconds)
+
+    def _recipe(self, recipe: Strategy) -> tuple[SentimentLSTM, Any]:
+        if recipe not in self.by_recipe:
+            self.by_recipe[recipe] = train_strategy(recipe, self.source, self.embedding_weights, self.train_loader,
+                                                    self.val_loader, self.config, intermediate=self.stage)
+        return self.by_recipe[recipe]
+
+    def train(self, strategy: Strategy) -> tuple[nn.Module, Any, Any, float]:
+        """(model, history or None for an ensemble, pseudo-labels or None, seconds of training it cost)."""
+        if strategy.name in self.done:
+            return self.done[strategy.name]
+        from .models import EnsembleClassifier
+
+        started, history, pseudo = time.perf_counter(), None, None
+        if strategy.members:
+            parts = [self.train(member) for member in members_of(strategy, self.chosen)]
+            model, seconds = EnsembleClassifier([part[0] for part in parts]), sum(part[3] for part in parts)
+        elif strategy.pseudo_label_fraction > 0:
+            teacher = self._recipe(strategy.recipe)
+            unlabelled = unlabelled_texts(self.task, self.train_data.ids + self.val_data.ids, self.config.seed)
+            model, history, pseudo = self_train(strategy, teacher, self.source, self.embedding_weights, self.task,
+                                                self.train_data, unlabelled, self.val_loader, self.config,
+                                                self.batch_size, intermediate=self.stage)
+            seconds = time.perf_counter() - started
+        else:
+            model, history = self._recipe(strategy.recipe)
+            seconds = time.perf_counter() - started
+        self.done[strategy.name] = (model, history, pseudo, seconds)
+        return self.done[strategy.name]
+
+
 def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strategies: list[str | Strategy],
              n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
              val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
@@ -526,33 +597,18 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     bar = tqdm(total=len(runs) * len(chosen), desc="runs", file=sys.stdout, disable=not progress, ncols=100)
     pool_labels = dict(zip(task.split.pool.ids, task.split.pool.labels.tolist()))
     for n_labels, seed in runs:
-        train_data, val_data = draw_training_data(task, n_labels, seed, val_fraction)
-        train_loader = task.loader(train_data, batch_size, shuffle=True, seed=seed)
-        val_loader = task.loader(val_data, EVAL_BATCH_SIZE, shuffle=False)
-        trained = {}  # recipe -> (model, history) on this draw: a self-training strategy's first model
-        stage = stages[seed]
+        draw = _Draw(task, *draw_training_data(task, n_labels, seed, val_fraction), source, embedding_weights,
+                     replace(config, seed=seed, progress=False), batch_size, stages[seed], chosen)
         for strategy in chosen:
-            run_config = replace(config, seed=seed, progress=False)
-            started = time.perf_counter()
-            pseudo = None
-            if strategy.pseudo_label_fraction > 0:
-                if strategy.recipe not in trained:  # else the same model was just trained by another strategy
-                    trained[strategy.recipe] = train_strategy(strategy.recipe, source, embedding_weights,
-                                                              train_loader, val_loader, run_config,
-                                                              intermediate=stage)
-                unlabelled = unlabelled_texts(task, train_data.ids + val_data.ids, seed)
-                model, history, pseudo = self_train(strategy, trained[strategy.recipe], source, embedding_weights,
-                                                    task, train_data, unlabelled, val_loader, run_config,
-                                                    batch_size, intermediate=stage)
-            else:
-                model, history = train_strategy(strategy, source, embedding_weights, train_loader, val_loader,
-                                                run_config, intermediate=stage)
-                trained.setdefault(strategy.recipe, (model, history))
+            model, history, pseudo, seconds = draw.train(strategy)
             test = evaluate(model, test_loader)
             record = {"strategy": strategy.name, "n_labels": n_labels, "seed": seed,
-                      "accuracy": test["accuracy"], "f1": test["f1"], "train_examples": len(train_data),
-                      "val_examples": len(val_data), "epochs_trained": len(history.epochs),
-                      "best_epoch": history.best_epoch, "seconds": round(time.perf_counter() - started, 2)}
+                      "accuracy": test["accuracy"], "f1": test["f1"], "train_examples": len(draw.train_data),
+                      "val_examples": len(draw.val_data),
+                      "epochs_trained": len(history.epochs) if history is not None else None,
+                      "best_epoch": history.best_epoch if history is not None else None, "seconds": round(seconds, 2)}
+            if strategy.members:
+                record["members"] = list(strategy.members)
             if pseudo is not None:  # how right the self-made labels were: read from the pool after the run
                 record["pseudo_labels"] = len(pseudo)
                 record["pseudo_label_accuracy"] = float(np.mean(
