@@ -5,7 +5,8 @@ or the source model after an intermediate stage on labelled reviews of related d
 first epoch, whether layer groups are unfrozen one per epoch, how the learning rate falls from the head down to
 the embeddings, and which learning-rate schedule the loop follows. Everything else (model architecture, optimiser,
 loop, metrics) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch, embeddings, frozen, finetune,
-zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate).
+zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate, and ``ensemble``, which
+trains nothing itself: it averages the predictions of other strategies' models on the same draw).
 """
 
 from __future__ import annotations
@@ -581,7 +582,9 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
     ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 06's
     exercises). Strategies that start from the intermediate model need ``intermediate``: one stage
-    (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`).
+    (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`). An ensemble's
+    members are trained once per draw, shared with their own rows when listed too; its record's ``seconds`` is
+    the sum of its members' training and its ``epochs_trained``/``best_epoch`` are None.
     Introduced in ``notebooks/05_transfer.ipynb``."""
     import sys
 
