@@ -8,7 +8,7 @@ import torch
 
 from tl_core import train, transfer
 from tl_core.models import ModelConfig, SentimentLSTM
-from test_train import VOCAB, loader, synthetic_reviews
+from test_train import BAD, GOOD, VOCAB, loader, synthetic_reviews
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_initialisation(name, source, word2vec, intermediate):
     strategy = transfer.get_strategy(name)
     model = transfer.build_model(strategy, source, word2vec, seed=3, intermediate=intermediate)
     state = model.state_dict()
-    from_source = {k for k, v in source["state_dict"].items() if torch.equal(state[k], v)}
+    from_source = {k for k, v in source["state_dict"].items() if k in state and torch.equal(state[k], v)}
     if name == "scratch":
         assert not from_source, "nothing comes from the source"
         assert not torch.equal(state["embedding.weight"], torch.from_numpy(word2vec))
@@ -67,6 +67,11 @@ def test_initialisation(name, source, word2vec, intermediate):
     elif name == "frozen":
         assert {k for k in source["state_dict"] if not k.startswith("head")} <= from_source
         assert not {"head.weight", "head.bias"} & from_source, "feature extraction trains a new head"
+    elif name == "ngrams":  # another model: a linear one over word and word-pair ids, every weight zero
+        from tl_core.models import NgramClassifier
+
+        assert isinstance(model, NgramClassifier) and model.vocab_size == source["model_config"]["vocab_size"]
+        assert all(not value.any() for value in state.values()), "logistic regression starts at zero"
     elif name == "intermediate":  # every weight of the intermediate model, none left as the source had it
         assert not from_source
         assert all(torch.equal(state[k], v) for k, v in intermediate.state_dict.items())
@@ -122,7 +127,7 @@ def test_gradual_uses_stlr_and_others_their_schedule(source, word2vec):
 
 
 def test_unknown_strategy_and_missing_embeddings(source):
-    with pytest.raises(ValueError, match="unknown strategy 'lora'; one of: scratch, embeddings, frozen"):
+    with pytest.raises(ValueError, match="unknown strategy 'lora'; one of: scratch, ngrams, embeddings, frozen"):
         transfer.get_strategy("lora")
     with pytest.raises(ValueError, match="needs the Word2Vec embedding matrix"):
         transfer.build_model(transfer.get_strategy("embeddings"), source, None, seed=0)
@@ -354,6 +359,116 @@ def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec
                                  val_fraction=0.25, progress=False)
     assert alone[0]["accuracy"] == selftrain["accuracy"], "the reused first model is the one it would train"
     assert alone[0]["pseudo_labels"] == selftrain["pseudo_labels"]
+
+
+# ---------------------------------------------------------------------------------------- the n-gram model
+
+def test_ngram_classifier_sums_word_and_pair_weights():
+    """The logit is the bias plus, per token, its word's weight and the weight of the pair it starts; padding
+    and whatever follows a review's end change nothing."""
+    from tl_core.models import NgramClassifier
+
+    model = NgramClassifier(vocab_size=20, buckets=50)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.unigrams.weight.normal_(generator=generator)
+        model.bigrams.weight[1:].normal_(generator=generator)
+        model.bias.fill_(0.25)
+    tokens, lengths = torch.tensor([[5, 9, 3, 7], [7, 2, 0, 0]]), torch.tensor([4, 2])
+
+    def by_hand(review):
+        total = 0.25 + sum(model.unigrams.weight[t, 0].item() for t in review)
+        for a, b in zip(review, review[1:]):
+            total += model.bigrams.weight[1 + (a * NgramClassifier.HASH_MULTIPLIER + b) % 50, 0].item()
+        return total
+
+    logits = model(tokens, lengths).detach()
+    assert logits.tolist() == pytest.approx([by_hand([5, 9, 3, 7]), by_hand([7, 2])], abs=1e-5)
+    assert model.bigram_ids(tokens, lengths)[1].tolist()[1:] == [0, 0, 0], "no pair starts at or after the end"
+    cut = model(torch.tensor([[7, 2, 13, 13]]), torch.tensor([2])).detach()
+    assert cut.item() == pytest.approx(logits[1].item(), abs=1e-6), "tokens past the length are not read"
+    assert model(torch.tensor([[7, 9]]), torch.tensor([2])).item() != pytest.approx(by_hand([7, 2]))
+    with pytest.raises(ValueError, match="tokens must be"):
+        model(torch.tensor([1, 2]), torch.tensor([2]))
+    with pytest.raises(ValueError, match="buckets must be a positive integer"):
+        NgramClassifier(vocab_size=20, buckets=0)
+
+
+def test_ngram_saliency_is_exactly_each_tokens_score():
+    """Gradient x input through the two weight tables: for a linear model it is each token's share of the logit,
+    so the saliencies add up to the logit minus the bias."""
+    from tl_core.analysis import word_saliency
+    from tl_core.models import NgramClassifier
+
+    model = NgramClassifier(vocab_size=20, buckets=50)
+    with torch.no_grad():
+        model.unigrams.weight.normal_(generator=torch.Generator().manual_seed(1))
+        model.bigrams.weight[1:].normal_(generator=torch.Generator().manual_seed(2))
+        model.bias.fill_(-0.5)
+    ids = [4, 11, 6, 6, 19]
+    logit, saliency = word_saliency(model, ids)
+    scores = model.token_scores(torch.tensor([ids]), torch.tensor([5]))[0].detach().numpy()
+    assert saliency == pytest.approx(scores, abs=1e-6)
+    assert saliency.sum() == pytest.approx(logit + 0.5, abs=1e-5)
+
+
+def test_ngrams_strategy_trains_its_own_model_with_the_same_loop(source, word2vec):
+    """Nothing from the source, both groups train from the first epoch, and it learns the synthetic task's
+    marker words (the linear model's case: one word decides)."""
+    strategy = transfer.get_strategy("ngrams")
+    assert not transfer.transfers(strategy) and not transfer.transfers("scratch")
+    model = transfer.build_model(strategy, source, word2vec, seed=0)
+    groups, hook = transfer.training_plan(model, strategy, lr=0.1)
+    assert [g["name"] for g in groups] == ["ngrams", "head"] and all(g["lr"] == 0.1 for g in groups)
+    assert all(p.requires_grad for p in model.parameters())
+    before = snapshot(model)
+    data = loader(*synthetic_reviews(512, 5))
+    config = train.TrainConfig(epochs=30, lr=0.1, patience=0, progress=False, device="cpu")
+    train.fit(model, data, data, config, param_groups=groups, on_epoch_start=hook)
+    assert moved(before, model) == {"unigrams.weight", "bigrams.weight", "bias"}
+    assert train.evaluate(model, loader(*synthetic_reviews(128, 6)))["accuracy"] > 0.9
+    weights = model.unigrams.weight[:, 0].detach()
+    assert weights[GOOD] > 1.0 and weights[BAD] < -1.0, "the marker words carry the largest weights"
+    with pytest.raises(ValueError, match="the n-gram model shares no weights with the source model"):
+        transfer.Strategy("x", "source", model="ngrams")
+    with pytest.raises(ValueError, match="the n-gram model shares no weights"):
+        transfer.Strategy("x", "random", model="ngrams", train_only_head=True)
+    with pytest.raises(ValueError, match="model must be one of"):
+        transfer.Strategy("x", "random", model="cnn")
+
+
+def test_label_multiplier_compares_transfer_strategies_only():
+    """ngrams transfers nothing: even when it is the best at ``at`` labels, the multiplier is about the best
+    strategy that does (a variant's unknown name counts as transfer)."""
+    rows = [{"strategy": s, "n_labels": n, "mean": m, "std": 0.0, "runs": 3} for s, n, m in (
+        ("scratch", 100, 0.60), ("scratch", 400, 0.80), ("ngrams", 100, 0.79), ("ngrams", 400, 0.85),
+        ("finetune", 100, 0.70), ("finetune", 400, 0.82))]
+    assert transfer.label_multiplier(rows, at=100)["best_strategy"] == "finetune"
+    variant = rows + [{"strategy": "my-variant", "n_labels": 100, "mean": 0.75, "std": 0.0, "runs": 3}]
+    assert transfer.label_multiplier(variant, at=100)["best_strategy"] == "my-variant"
+
+
+def test_hybrid_averages_intermediate_and_ngrams(tiny_task, source, word2vec, intermediate):
+    """hybrid = the intermediate LSTM and the n-gram model of the same draw, probabilities averaged; it transfers
+    (through its LSTM member) and its word saliency reads both models' tables."""
+    from tl_core.analysis import word_saliency
+    from tl_core.models import NgramClassifier, SentimentLSTM
+
+    hybrid = transfer.get_strategy("hybrid")
+    assert hybrid.members == ("intermediate", "ngrams") and transfer.transfers(hybrid)
+    assert transfer.from_intermediate(["ngrams", "hybrid"]) == ["hybrid"]
+    config = train.TrainConfig(epochs=2, lr=1e-2, patience=0, device="cpu")
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["ngrams", "hybrid"], [20], [1], config,
+                                        batch_size=8, val_fraction=0.25, keep_models=True, progress=False,
+                                        intermediate=intermediate)
+    assert [r["strategy"] for r in records] == ["ngrams", "hybrid"] and records[1]["members"] == list(hybrid.members)
+    lstm, ngrams = models[("hybrid", 20, 1)].members
+    assert isinstance(lstm, SentimentLSTM) and isinstance(ngrams, NgramClassifier)
+    assert ngrams is models[("ngrams", 20, 1)]
+    ids = tiny_task.test_encoded.ids[0][:12]
+    _, both = word_saliency(models[("hybrid", 20, 1)], ids)
+    _, lstm_only = word_saliency(lstm, ids)
+    assert both.shape == lstm_only.shape == (len(ids),) and not np.allclose(both, lstm_only)
 
 
 # ------------------------------------------------------------------------------------------------- the ensemble

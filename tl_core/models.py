@@ -162,6 +162,62 @@ class SentimentLSTM(nn.Module):
         return groups
 
 
+class NgramClassifier(nn.Module):
+    """A linear classifier over the words and word pairs of a review: one learned weight per word of the
+    vocabulary and one per (hashed) bigram, summed over the review, plus a bias. The classical baseline of
+    sentiment analysis (Blitzer et al. 2007, Wang & Manning 2012 use such bag-of-n-gram models); it reads the
+    same padded batches ``(tokens, lengths)`` as :class:`SentimentLSTM` and trains with the same loop.
+
+    Each token's score is its word's weight plus the weight of the pair it starts, so that the logit is the sum of
+    the per-token scores plus the bias. The scores are looked up from two ``nn.Embedding`` tables of width 1, so
+    :func:`tl_core.analysis.word_saliency` reads them like any word vectors (for this model the saliency of a token
+    is exactly its score). Introduced in ``notebooks/06_fine_tuning.ipynb`` (the ``ngrams`` and ``hybrid``
+    strategies).
+    """
+
+    #: bigram (a, b) of token ids goes to bucket 1 + (a * HASH_MULTIPLIER + b) % buckets; bucket 0 is "no pair"
+    HASH_MULTIPLIER = 1_000_003
+
+    def __init__(self, vocab_size: int, buckets: int = 2**18, padding_idx: int = 0):
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("buckets", buckets)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.vocab_size, self.buckets, self.padding_idx = vocab_size, buckets, padding_idx
+        self.unigrams = nn.Embedding(vocab_size, 1, padding_idx=padding_idx)
+        self.bigrams = nn.Embedding(buckets + 1, 1, padding_idx=0)  # row 0: the last token starts no pair
+        self.bias = nn.Parameter(torch.zeros(1))
+        nn.init.zeros_(self.unigrams.weight)  # logistic regression's start: every review at p = 0.5
+        nn.init.zeros_(self.bigrams.weight)
+
+    def bigram_ids(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T) bucket of the pair each token starts (token t, token t+1); 0 where there is none."""
+        following = torch.cat([tokens[:, 1:], torch.zeros_like(tokens[:, :1])], dim=1)
+        steps = torch.arange(tokens.shape[1], device=tokens.device)
+        has_next = steps[None, :] + 1 < lengths.to(tokens.device)[:, None]
+        buckets = 1 + (tokens * self.HASH_MULTIPLIER + following) % self.buckets
+        return torch.where(has_next, buckets, torch.zeros_like(buckets))
+
+    def token_scores(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T) each valid token's share of the logit (0 on padding)."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
+        if lengths.shape != tokens.shape[:1]:
+            raise ValueError(f"lengths must be (batch,) = ({tokens.shape[0]},), got shape {tuple(lengths.shape)}")
+        steps = torch.arange(tokens.shape[1], device=tokens.device)
+        valid = steps[None, :] < lengths.to(tokens.device)[:, None]
+        scores = self.unigrams(tokens).squeeze(-1) + self.bigrams(self.bigram_ids(tokens, lengths)).squeeze(-1)
+        return scores * valid
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Logits (B,), as :meth:`SentimentLSTM.forward`."""
+        return self.token_scores(tokens, lengths).sum(dim=1) + self.bias
+
+    def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
+        """Two groups, as :meth:`SentimentLSTM.layer_groups` names them: the n-gram weights, then the bias."""
+        return [("ngrams", [self.unigrams.weight, self.bigrams.weight]), ("head", [self.bias])]
+
+
 class EnsembleClassifier(nn.Module):
     """Several trained classifiers as one: the mean of their probabilities, returned as a logit so that it reads
     like any classifier here (``evaluate``, ``predict``, ``analysis.word_saliency``). Its members keep their own

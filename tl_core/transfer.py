@@ -23,6 +23,9 @@ from .models import ModelConfig, SentimentLSTM
 from .train import TrainConfig, evaluate, fit, seed_everything
 
 INIT_FROM = ("random", "word2vec", "source", "intermediate", "members")
+#: the model a strategy trains: "lstm", the source architecture (models.SentimentLSTM); "ngrams", a linear model over
+#: words and word pairs (models.NgramClassifier), which has nothing to take from the source model
+MODELS = ("lstm", "ngrams")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Strategy:
     schedule: str = "constant"  # the loop's learning-rate schedule ("stlr": slanted triangular)
     pseudo_label_fraction: float = 0.0  # self-training: share of the unlabelled target texts that a first model of
     # this recipe labels (those it is surest of) and a second run of it adds to the labelled ones (0: off)
+    model: str = "lstm"  # which model it trains (MODELS): the source architecture, or a linear n-gram model
     members: tuple[str, ...] = ()  # an ensemble (init_from="members"): the strategies whose models, trained on the
     # same draw, average their probabilities (models.EnsembleClassifier); nothing else is trained
     description: str = ""
@@ -52,6 +56,11 @@ class Strategy:
                              f"got {self.lr_decay}")
         if not 0.0 <= self.pseudo_label_fraction <= 1.0:
             raise ValueError(f"pseudo_label_fraction must be in [0, 1], got {self.pseudo_label_fraction}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.model == "ngrams" and (self.init_from != "random" or self.train_only_head or self.new_head):
+            raise ValueError(f"strategy {self.name!r}: the n-gram model shares no weights with the source model, so "
+                             "it starts from init_from='random' and has no source head to keep or replace")
         if (self.init_from == "members") != bool(self.members):
             raise ValueError(f"strategy {self.name!r}: an ensemble has init_from='members' and names its members "
                              f"(got init_from={self.init_from!r}, members={self.members!r})")
@@ -67,6 +76,9 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("scratch", "random", description="random embeddings and LSTM: the baseline, nothing transferred"),
+    Strategy("ngrams", "random", model="ngrams",
+             description="a linear model over the target's words and word pairs (hashed bigrams), trained on the "
+                         "labels alone: the classical baseline, nothing transferred"),
     Strategy("embeddings", "word2vec", description="Word2Vec embeddings from IMDB, everything else random"),
     Strategy("frozen", "source", train_only_head=True, new_head=True,
              description="the source encoder frozen as a feature extractor, a new head trained on top"),
@@ -83,6 +95,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("ensemble", "members", members=("finetune", "gradual", "intermediate"),
              description="finetune, gradual and intermediate trained on the same draw, their probabilities "
                          "averaged: three models' training and prediction for one answer"),
+    Strategy("hybrid", "members", members=("intermediate", "ngrams"),
+             description="intermediate and ngrams trained on the same draw, their probabilities averaged: the "
+                         "transferred LSTM's sentiment plus the target's own words and word pairs"),
 )}
 
 
@@ -104,6 +119,15 @@ def members_of(strategy: Strategy, strategies=()) -> list[Strategy]:
     return members
 
 
+def transfers(strategy: Strategy | str, strategies=()) -> bool:
+    """Whether ``strategy`` (a Strategy or a name) takes anything from the source: its own start is not random,
+    or, for an ensemble, one of its members' is. ``scratch`` and ``ngrams`` do not."""
+    strategy = strategy if isinstance(strategy, Strategy) else get_strategy(strategy)
+    if strategy.members:
+        return any(transfers(member) for member in members_of(strategy, strategies))
+    return strategy.init_from != "random"
+
+
 def from_intermediate(strategies) -> list[str]:
     """The names of those ``strategies`` (names or Strategy objects) that start from the intermediate model,
     directly or through an ensemble's member."""
@@ -121,18 +145,24 @@ def _need_intermediate(names: list[str], intermediate) -> None:
 
 
 def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: np.ndarray | torch.Tensor | None,
-                seed: int, *, intermediate: "Intermediate | None" = None, **config_overrides) -> SentimentLSTM:
+                seed: int, *, intermediate: "Intermediate | None" = None, **config_overrides) -> nn.Module:
     """The target model of ``strategy``: the source architecture, initialised as the strategy says.
 
     ``source`` is the payload of :func:`tl_core.train.load_checkpoint`; ``embedding_weights`` the Word2Vec
     matrix of the same vocabulary (needed by ``init_from="word2vec"``); ``intermediate`` the result of
     :func:`train_intermediate` (needed by ``init_from="intermediate"``). Seeded: random parts repeat per seed.
+    A strategy with ``model="ngrams"`` gets a :class:`~tl_core.models.NgramClassifier` over the source
+    vocabulary (its ids), all weights zero; ``config_overrides`` apply to the LSTM only.
     """
     if strategy.members:
         raise ValueError(f"strategy {strategy.name!r} is an ensemble of {list(strategy.members)}: it has no model of "
                          "its own to build; run_grid trains its members and averages them")
     config = ModelConfig.from_dict({**source["model_config"], **config_overrides})
     seed_everything(seed)
+    if strategy.model == "ngrams":
+        from .models import NgramClassifier
+
+        return NgramClassifier(config.vocab_size, padding_idx=config.padding_idx)
     model = SentimentLSTM(config)  # random init of every part, drawn in the same order for every strategy
     fresh_head = {k: v.clone() for k, v in model.head.state_dict().items()}
     if strategy.init_from == "word2vec":
@@ -698,10 +728,12 @@ def labels_needed(rows: list[dict[str, Any]], strategy: str, accuracy: float) ->
 
 
 def label_multiplier(rows: list[dict[str, Any]], at: int, baseline: str = "scratch") -> dict[str, Any]:
-    """ULMFiT's question: the best strategy other than ``baseline`` at ``at`` labels reaches some accuracy; how
-    many labels does ``baseline`` need for it, as a multiple of ``at``? ``multiplier`` is None (with
-    ``at_least`` = largest grid point / at) when the baseline never gets there within the grid."""
-    candidates = [row for row in rows if row["n_labels"] == at and row["strategy"] != baseline]
+    """ULMFiT's question: the best transfer strategy at ``at`` labels reaches some accuracy; how many labels does
+    ``baseline`` need for it, as a multiple of ``at``? ``multiplier`` is None (with ``at_least`` = largest grid
+    point / at) when the baseline never gets there within the grid. Candidates are all strategies but the
+    baseline and those of :data:`STRATEGIES` that transfer nothing (``ngrams``); unknown names (variants) count."""
+    candidates = [row for row in rows if row["n_labels"] == at and row["strategy"] != baseline
+                  and (row["strategy"] not in STRATEGIES or transfers(row["strategy"]))]
     if not candidates:
         raise ValueError(f"no transfer results at n_labels={at}; put {at} into the grid")
     best = max(candidates, key=lambda row: row["mean"])
