@@ -3,10 +3,12 @@
 A strategy says where the weights start (``init_from``: random, Word2Vec embeddings only, the whole source model,
 or the source model after an intermediate stage on labelled reviews of related domains), what trains from the
 first epoch, whether layer groups are unfrozen one per epoch, how the learning rate falls from the head down to
-the embeddings, and which learning-rate schedule the loop follows. Everything else (model architecture, optimiser,
-loop, metrics) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch, embeddings, frozen, finetune,
-zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate, and ``ensemble``, which
-trains nothing itself: it averages the predictions of other strategies' models on the same draw).
+the embeddings, and which learning-rate schedule the loop follows. Everything else (optimiser, loop, metrics, and
+the model architecture but for ``ngrams``) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch,
+embeddings, frozen, finetune, zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate;
+``ngrams``, a linear model of the target's words and word pairs that transfers nothing; and the ensembles
+``ensemble`` and ``hybrid``, which train nothing themselves: they average the predictions of other strategies'
+models on the same draw).
 """
 
 from __future__ import annotations
