@@ -458,13 +458,24 @@ def test_hybrid_averages_intermediate_and_ngrams(tiny_task, source, word2vec, in
     assert hybrid.members == ("intermediate", "ngrams") and transfer.transfers(hybrid)
     assert transfer.from_intermediate(["ngrams", "hybrid"]) == ["hybrid"]
     config = train.TrainConfig(epochs=2, lr=1e-2, patience=0, device="cpu")
-    records, models = transfer.run_grid(tiny_task, source, word2vec, ["ngrams", "hybrid"], [20], [1], config,
-                                        batch_size=8, val_fraction=0.25, keep_models=True, progress=False,
+    records, models = transfer.run_grid(tiny_task, source, word2vec, ["ngrams", "hybrid", "calibrated"], [20], [1],
+                                        config, batch_size=8, val_fraction=0.25, keep_models=True, progress=False,
                                         intermediate=intermediate)
-    assert [r["strategy"] for r in records] == ["ngrams", "hybrid"] and records[1]["members"] == list(hybrid.members)
+    assert [r["strategy"] for r in records] == ["ngrams", "hybrid", "calibrated"]
+    assert records[1]["members"] == records[2]["members"] == list(hybrid.members)
     lstm, ngrams = models[("hybrid", 20, 1)].members
     assert isinstance(lstm, SentimentLSTM) and isinstance(ngrams, NgramClassifier)
     assert ngrams is models[("ngrams", 20, 1)]
+    # hybrid averages the members as they are; calibrated averages the very same models, each with the temperature
+    # fitted on this draw's validation split (never the test split)
+    assert models[("hybrid", 20, 1)].temperatures.tolist() == [1.0, 1.0] and "temperatures" not in records[1]
+    calibrated = models[("calibrated", 20, 1)]
+    assert all(a is b for a, b in zip(calibrated.members, (lstm, ngrams)))
+    _, val_data = transfer.draw_training_data(tiny_task, 20, 1, 0.25)
+    val_loader = tiny_task.loader(val_data, 64, shuffle=False)
+    fitted = [transfer.fit_temperature(member, val_loader) for member in (lstm, ngrams)]
+    assert calibrated.temperatures.tolist() == pytest.approx(fitted)
+    assert records[2]["temperatures"] == pytest.approx(fitted, rel=1e-3)
     ids = tiny_task.test_encoded.ids[0][:12]
     _, both = word_saliency(models[("hybrid", 20, 1)], ids)
     _, lstm_only = word_saliency(lstm, ids)
@@ -505,6 +516,69 @@ def test_ensemble_classifier_averages_probabilities():
         assert torch.allclose(alone(tokens, lengths), members[0](tokens, lengths), atol=1e-4)
     with pytest.raises(ValueError, match="at least one member"):
         EnsembleClassifier([])
+
+
+def test_ensemble_classifier_divides_each_members_logit_by_its_temperature():
+    from tl_core.models import EnsembleClassifier
+    from test_analysis import small_model
+
+    members = [small_model(seed=seed).eval() for seed in (1, 2)]
+    ensemble = EnsembleClassifier(members, temperatures=[0.5, 4.0]).eval()
+    tokens, lengths = torch.tensor([[5, 9, 3, 0], [7, 2, 11, 4]]), torch.tensor([3, 4])
+    with torch.no_grad():
+        expected = (torch.sigmoid(members[0](tokens, lengths) / 0.5)
+                    + torch.sigmoid(members[1](tokens, lengths) / 4.0)) / 2
+        assert torch.allclose(torch.sigmoid(ensemble(tokens, lengths)), expected, atol=1e-6)
+        plain = EnsembleClassifier(members).eval()
+        assert not torch.allclose(ensemble(tokens, lengths), plain(tokens, lengths))
+    for bad in ([1.0], [1.0, 0.0], [1.0, -2.0], [1.0, float("inf")], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="one temperature per member|positive and finite"):
+            EnsembleClassifier(members, temperatures=bad)
+
+
+class _FixedLogits(torch.nn.Module):
+    """A 'model' whose logit for a review is a number written in its first token slot / 10 (for fit_temperature)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # predict_logits reads the device of the first parameter
+
+    def forward(self, tokens, lengths):
+        return tokens[:, 0].float() / 10
+
+
+def _logit_batches(logits, labels):
+    tokens = torch.tensor([[round(10 * z) + 1000] for z in logits]) - 1000  # the logit, 10x, in the token slot
+    return [(tokens, torch.ones(len(logits), dtype=torch.int64), torch.tensor(labels, dtype=torch.float32))]
+
+
+def test_fit_temperature_minimises_validation_cross_entropy():
+    """An overconfident model (|logit| = 8, one in four wrong) gets T > 1; a timid one that is always right
+    gets T < 1 (the sharpest the grid allows); the chosen T's loss is the lowest of the grid, brute-forced here;
+    no examples: T = 1. Temperatures never move a prediction across 0.5."""
+    model = _FixedLogits()
+    loud = _logit_batches([8.0, -8.0, 8.0, -8.0, 8.0, -8.0, 8.0, -8.0], [1, 0, 1, 0, 1, 0, 0, 1])
+    timid = _logit_batches([0.3, -0.2, 0.5, -0.4], [1, 0, 1, 0])
+
+    def loss(batches, t):
+        z, y = batches[0][0][:, 0].double() / 10 / t, batches[0][2].double()
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(z, y))
+
+    t_loud, t_timid = transfer.fit_temperature(model, loud), transfer.fit_temperature(model, timid)
+    assert t_loud > 1 and t_timid == pytest.approx(transfer.TEMPERATURES.min())
+    assert loss(loud, t_loud) == pytest.approx(min(loss(loud, t) for t in transfer.TEMPERATURES))
+    assert loss(loud, t_loud) < loss(loud, 1.0) and loss(timid, t_timid) < loss(timid, 1.0)
+    # 6 right and 2 wrong at |z| = 8: the best p for "right" is 3/4, so 8 / T = log 3 (to the grid's resolution)
+    assert 8 / t_loud == pytest.approx(np.log(3), rel=0.03)
+    assert transfer.fit_temperature(model, []) == 1.0
+
+
+def test_calibrate_is_for_ensembles_only():
+    calibrated = transfer.get_strategy("calibrated")
+    assert calibrated.calibrate and calibrated.members == transfer.get_strategy("hybrid").members
+    assert not transfer.get_strategy("hybrid").calibrate and not transfer.get_strategy("ensemble").calibrate
+    with pytest.raises(ValueError, match="calibrate=True fits one temperature per ensemble member"):
+        transfer.Strategy("sure", "source", calibrate=True)
 
 
 def test_run_grid_ensemble_averages_its_members_on_the_same_draw(tiny_task, source, word2vec, intermediate):

@@ -68,7 +68,7 @@ def test_the_notebooks_offer_exactly_the_strategies_of_tl_core():
 def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     run_dir, target = tiny_run
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "strategies", "[scratch, lora]"]) == 2
-    assert ("is not one of: scratch, ngrams, embeddings, frozen, finetune, gradual, selftrain, intermediate, ensemble, hybrid"
+    assert ("is not one of: scratch, ngrams, embeddings, frozen, finetune, gradual, selftrain, intermediate, ensemble, hybrid, calibrated"
             in capsys.readouterr().err)
     assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets", "[amazon:garden]"]) == 2
     assert "related_targets=['amazon:garden']: unknown Amazon domain 'garden'" in capsys.readouterr().err

@@ -9,6 +9,7 @@ or cuDNN, fast, but the recurrence also reads the padding, so final states of sh
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -222,17 +223,29 @@ class EnsembleClassifier(nn.Module):
     """Several trained classifiers as one: the mean of their probabilities, returned as a logit so that it reads
     like any classifier here (``evaluate``, ``predict``, ``analysis.word_saliency``). Its members keep their own
     weights and vocabulary-sized embeddings; nothing of it trains. Introduced in ``notebooks/06_fine_tuning``
-    (the ``ensemble`` strategy)."""
+    (the ``ensemble`` strategy).
+
+    ``temperatures`` (one positive number per member, default all 1): each member's logit is divided by its own
+    before the sigmoid (temperature scaling, Guo et al. 2017), so that a member that is surer than it is right
+    (a fine-tuned LSTM) does not outvote a more modest one just by being loud. The ``calibrated``
+    strategy fits them on the draw's validation split (``transfer.fit_temperature``)."""
 
     #: probabilities are clipped this far from 0 and 1 before the logit, so that it stays finite
     EPS = 1e-6
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], temperatures: list[float] | None = None):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member model")
         self.members = nn.ModuleList(members)
+        temperatures = [1.0] * len(members) if temperatures is None else [float(t) for t in temperatures]
+        if len(temperatures) != len(members):
+            raise ValueError(f"one temperature per member: {len(members)} members, {len(temperatures)} temperatures")
+        if not all(math.isfinite(t) and t > 0 for t in temperatures):
+            raise ValueError(f"temperatures must be positive and finite, got {temperatures}")
+        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        probabilities = torch.stack([torch.sigmoid(member(tokens, lengths)) for member in self.members])
+        probabilities = torch.stack([torch.sigmoid(member(tokens, lengths) / temperature)
+                                     for member, temperature in zip(self.members, self.temperatures)])
         return torch.logit(probabilities.mean(dim=0), eps=self.EPS)

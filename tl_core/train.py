@@ -141,18 +141,25 @@ def binary_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, Any
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of "positive" and the labels, in the loader's order."""
+def predict_logits(model: nn.Module, loader: Iterable, device: str | torch.device | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's logits (before the sigmoid) and the labels, in the loader's order."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    probabilities, labels = [], []
+    logits, labels = [], []
     for batch in loader:
         tokens, lengths, target = _batches_to(device, batch)
-        probabilities.append(torch.sigmoid(model(tokens, lengths)).float().cpu())
+        logits.append(model(tokens, lengths).float().cpu())
         labels.append(target.cpu())
-    if not probabilities:
+    if not logits:
         return np.zeros(0), np.zeros(0)
-    return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def predict(model: nn.Module, loader: Iterable, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of "positive" and the labels, in the loader's order."""
+    logits, labels = predict_logits(model, loader, device)
+    return torch.sigmoid(torch.from_numpy(logits)).numpy(), labels
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: str | torch.device | None = None) -> dict[str, Any]:

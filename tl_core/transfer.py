@@ -7,8 +7,8 @@ the embeddings, and which learning-rate schedule the loop follows. Everything el
 the model architecture but for ``ngrams``) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch,
 embeddings, frozen, finetune, zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate;
 ``ngrams``, a linear model of the target's words and word pairs that transfers nothing; and the ensembles
-``ensemble`` and ``hybrid``, which train nothing themselves: they average the predictions of other strategies'
-models on the same draw).
+``ensemble``, ``hybrid`` and ``calibrated``, which train nothing themselves: they average the predictions of other
+strategies' models on the same draw, ``calibrated`` after calibrating each on the draw's validation split).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class Strategy:
     model: str = "lstm"  # which model it trains (MODELS): the source architecture, or a linear n-gram model
     members: tuple[str, ...] = ()  # an ensemble (init_from="members"): the strategies whose models, trained on the
     # same draw, average their probabilities (models.EnsembleClassifier); nothing else is trained
+    calibrate: bool = False  # an ensemble only: each member's logit divided by a temperature fitted on the draw's
+    # validation split (fit_temperature) before the probabilities are averaged
     description: str = ""
 
     def __post_init__(self):
@@ -66,6 +68,9 @@ class Strategy:
         if (self.init_from == "members") != bool(self.members):
             raise ValueError(f"strategy {self.name!r}: an ensemble has init_from='members' and names its members "
                              f"(got init_from={self.init_from!r}, members={self.members!r})")
+        if self.calibrate and not self.members:
+            raise ValueError(f"strategy {self.name!r}: calibrate=True fits one temperature per ensemble member; "
+                             "a strategy without members has nothing to calibrate")
         if len(set(self.members)) != len(self.members) or self.name in self.members:
             raise ValueError(f"strategy {self.name!r}: members must be distinct other strategies, got {self.members}")
 
@@ -100,6 +105,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("hybrid", "members", members=("intermediate", "ngrams"),
              description="intermediate and ngrams trained on the same draw, their probabilities averaged: the "
                          "transferred LSTM's sentiment plus the target's own words and word pairs"),
+    Strategy("calibrated", "members", members=("intermediate", "ngrams"), calibrate=True,
+             description="hybrid, but each member's confidence first calibrated on the draw's validation split "
+                         "(one temperature per model), so that the surer model does not simply outvote the other"),
 )}
 
 
@@ -560,6 +568,26 @@ def train_intermediate(task: TargetTask, source: dict[str, Any], config: TrainCo
                         zero_shot_accuracy=float(zero_shot(model, task)["accuracy"]), history=history)
 
 
+#: the temperatures fit_temperature chooses from: 121 points, log-spaced from 0.1 (sharpen tenfold) to 100
+TEMPERATURES = np.logspace(-1, 2, 121)
+
+
+def fit_temperature(model: nn.Module, loader, temperatures=TEMPERATURES) -> float:
+    """Temperature scaling (Guo et al. 2017): the ``T`` of ``temperatures`` under which ``sigmoid(logit / T)`` has
+    the lowest cross-entropy on ``loader`` (the draw's validation split, never the test split). One number per
+    model, so it moves every probability towards 0.5 (``T > 1``: a model surer than it is right) or away from it
+    (``T < 1``: a timid one) and never changes which side of 0.5 a prediction falls on. With no examples to fit
+    on it is 1 (the model as it is). Used by the ``calibrated`` strategy before it averages its members."""
+    from .train import predict_logits
+
+    logits, labels = predict_logits(model, loader)
+    if len(labels) == 0:
+        return 1.0
+    scaled = logits[None, :].astype(np.float64) / np.asarray(temperatures, dtype=np.float64)[:, None]
+    losses = np.mean(np.logaddexp(0.0, scaled) - labels[None, :] * scaled, axis=1)  # -log p(label), stably
+    return float(temperatures[int(np.argmin(losses))])
+
+
 class _Draw:
     """One (n_labels, seed) draw of :func:`run_grid`: trains each strategy on it once. A self-training strategy
     reuses the model its recipe already trained on the draw; an ensemble reuses (or trains) its members' models."""
@@ -588,7 +616,11 @@ class _Draw:
         started, history, pseudo = time.perf_counter(), None, None
         if strategy.members:
             parts = [self.train(member) for member in members_of(strategy, self.chosen)]
-            model, seconds = EnsembleClassifier([part[0] for part in parts]), sum(part[3] for part in parts)
+            members, calibrating = [part[0] for part in parts], time.perf_counter()
+            temperatures = [fit_temperature(member, self.val_loader) for member in members] \
+                if strategy.calibrate else None
+            model = EnsembleClassifier(members, temperatures)
+            seconds = sum(part[3] for part in parts) + time.perf_counter() - calibrating
         elif strategy.pseudo_label_fraction > 0:
             teacher = self._recipe(strategy.recipe)
             unlabelled = unlabelled_texts(self.task, self.train_data.ids + self.val_data.ids, self.config.seed)
@@ -616,7 +648,8 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     exercises). Strategies that start from the intermediate model need ``intermediate``: one stage
     (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`). An ensemble's
     members are trained once per draw, shared with their own rows when listed too; its record's ``seconds`` is
-    the sum of its members' training and its ``epochs_trained``/``best_epoch`` are None.
+    the sum of its members' training (plus fitting their temperatures when it calibrates; the record then holds
+    ``temperatures``, one per member) and its ``epochs_trained``/``best_epoch`` are None.
     Introduced in ``notebooks/05_transfer.ipynb``."""
     import sys
 
@@ -644,6 +677,8 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
                       "best_epoch": history.best_epoch if history is not None else None, "seconds": round(seconds, 2)}
             if strategy.members:
                 record["members"] = list(strategy.members)
+                if strategy.calibrate:
+                    record["temperatures"] = [round(float(t), 4) for t in model.temperatures]
             if pseudo is not None:  # how right the self-made labels were: read from the pool after the run
                 record["pseudo_labels"] = len(pseudo)
                 record["pseudo_label_accuracy"] = float(np.mean(
