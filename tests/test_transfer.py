@@ -548,14 +548,14 @@ class _FixedLogits(torch.nn.Module):
 
 
 def _logit_batches(logits, labels):
-    tokens = torch.tensor([[round(10 * z) + 1000] for z in logits]) - 1000  # the logit, 10x, in the token slot
+    tokens = torch.tensor([[round(10 * z)] for z in logits])  # the logit, 10x, in the token slot
     return [(tokens, torch.ones(len(logits), dtype=torch.int64), torch.tensor(labels, dtype=torch.float32))]
 
 
 def test_fit_temperature_minimises_validation_cross_entropy():
     """An overconfident model (|logit| = 8, one in four wrong) gets T > 1; a timid one that is always right
     gets T < 1 (the sharpest the grid allows); the chosen T's loss is the lowest of the grid, brute-forced here;
-    no examples: T = 1. Temperatures never move a prediction across 0.5."""
+    no examples: T = 1."""
     model = _FixedLogits()
     loud = _logit_batches([8.0, -8.0, 8.0, -8.0, 8.0, -8.0, 8.0, -8.0], [1, 0, 1, 0, 1, 0, 0, 1])
     timid = _logit_batches([0.3, -0.2, 0.5, -0.4], [1, 0, 1, 0])
