@@ -12,7 +12,7 @@ from gensim.models import KeyedVectors
 from tl_core import embeddings
 from tl_core.artifacts import MissingArtifactError
 from tl_core.embeddings import EmbeddingMatrix, embedding_matrix
-from tl_core.text import PAD_ID, UNK_ID, Vocab
+from tl_core.text import EOS_ID, PAD_ID, UNK_ID, Vocab
 
 from conftest import REPO
 from test_data import write_imdb_archive
@@ -88,14 +88,14 @@ VOCAB = Vocab.build([["good", "film", "film", "good", "rare", "film", "plot"], [
 
 def test_embedding_matrix_is_aligned_to_the_vocab():
     matrix = embedding_matrix(known_vectors(), VOCAB, seed=0)
-    assert VOCAB.itos == ["<pad>", "<unk>", "film", "good", "bad", "plot", "rare"]
-    assert matrix.weights.shape == (7, 3) and matrix.weights.dtype == np.float32 and matrix.dim == 3
+    assert VOCAB.itos == ["<pad>", "<unk>", "<eos>", "film", "good", "bad", "plot", "rare"]
+    assert matrix.weights.shape == (8, 3) and matrix.weights.dtype == np.float32 and matrix.dim == 3
     np.testing.assert_array_equal(matrix.weights[VOCAB["good"]], [1, 0, 0])
     np.testing.assert_array_equal(matrix.weights[VOCAB["bad"]], [0, 1, 0])
     np.testing.assert_array_equal(matrix.weights[VOCAB["film"]], [0, 0, 1])
     np.testing.assert_array_equal(matrix.weights[PAD_ID], [0, 0, 0])
-    assert matrix.has_vector.tolist() == [False, False, True, True, True, False, False]
-    for row in (UNK_ID, VOCAB["plot"], VOCAB["rare"]):  # no vector: small, random, not zero
+    assert matrix.has_vector.tolist() == [False, False, False, True, True, True, False, False]
+    for row in (UNK_ID, EOS_ID, VOCAB["plot"], VOCAB["rare"]):  # no vector: small, random, not zero
         assert 0 < np.abs(matrix.weights[row]).max() < 10
     assert matrix.vocab_fingerprint == VOCAB.fingerprint()
 

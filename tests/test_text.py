@@ -53,26 +53,26 @@ CORPUS = [["the", "film", "was", "good"], ["the", "film", "was", "bad"], ["the",
 
 def test_vocab_build_orders_by_frequency_then_alphabetically():
     vocab = Vocab.build(CORPUS, min_freq=1, max_size=None)
-    assert vocab.itos[:2] == ["<pad>", "<unk>"]
+    assert vocab.itos[:3] == ["<pad>", "<unk>", "<eos>"]
     # the:3; end, film, good, was: 2 (alphabetical); a, bad: 1
-    assert vocab.itos[2:] == ["the", "end", "film", "good", "was", "a", "bad"]
-    assert vocab.counts[:4] == [0, 0, 3, 2]
+    assert vocab.itos[3:] == ["the", "end", "film", "good", "was", "a", "bad"]
+    assert vocab.counts[:5] == [0, 0, 0, 3, 2]
     assert vocab.corpus_tokens == 13
 
 
 def test_vocab_min_freq_and_max_size():
-    assert Vocab.build(CORPUS, min_freq=2, max_size=None).itos[2:] == ["the", "end", "film", "good", "was"]
-    limited = Vocab.build(CORPUS, min_freq=1, max_size=4)
-    assert len(limited) == 4 and limited.itos == ["<pad>", "<unk>", "the", "end"]
+    assert Vocab.build(CORPUS, min_freq=2, max_size=None).itos[3:] == ["the", "end", "film", "good", "was"]
+    limited = Vocab.build(CORPUS, min_freq=1, max_size=5)
+    assert len(limited) == 5 and limited.itos == ["<pad>", "<unk>", "<eos>", "the", "end"]
 
 
 def test_vocab_encode_decode_and_unknown_words():
     vocab = Vocab.build(CORPUS, min_freq=2, max_size=None)
     ids = vocab.encode(["the", "film", "was", "terrible"])
-    assert ids == [2, 4, 6, UNK_ID]
+    assert ids == [3, 5, 7, UNK_ID]
     assert vocab.decode(ids) == ["the", "film", "was", "<unk>"]
-    assert vocab.decode([2, PAD_ID, PAD_ID]) == ["the"]
-    assert vocab.decode(torch.tensor([2, 0]), skip_pad=False) == ["the", "<pad>"]
+    assert vocab.decode([3, PAD_ID, PAD_ID]) == ["the"]
+    assert vocab.decode(torch.tensor([3, 0]), skip_pad=False) == ["the", "<pad>"]
     assert vocab["terrible"] == UNK_ID and "terrible" not in vocab and "film" in vocab
     with pytest.raises(IndexError, match="outside this vocabulary"):
         vocab.decode([len(vocab)])
@@ -81,15 +81,15 @@ def test_vocab_encode_decode_and_unknown_words():
 
 
 def test_vocab_ignores_special_strings_in_the_corpus():
-    vocab = Vocab.build([["<unk>", "<pad>", "word"]], min_freq=1)
-    assert vocab.itos == ["<pad>", "<unk>", "word"]
+    vocab = Vocab.build([["<unk>", "<pad>", "<eos>", "word"]], min_freq=1)
+    assert vocab.itos == ["<pad>", "<unk>", "<eos>", "word"]
 
 
 def test_vocab_bad_arguments():
     with pytest.raises(ValueError, match="min_freq must be an int >= 1"):
         Vocab.build(CORPUS, min_freq=0)
-    with pytest.raises(ValueError, match="max_size must be None or an int >= 2"):
-        Vocab.build(CORPUS, max_size=1)
+    with pytest.raises(ValueError, match="max_size must be None or an int >= 3"):
+        Vocab.build(CORPUS, max_size=2)
     with pytest.raises(TypeError, match="token lists"):
         Vocab.build(["a text, not tokens"])
     with pytest.raises(ValueError, match="first tokens must be"):
@@ -97,12 +97,12 @@ def test_vocab_bad_arguments():
 
 
 def test_vocab_round_trip(tmp_path):
-    vocab = Vocab.build(CORPUS, min_freq=1, max_size=6)
+    vocab = Vocab.build(CORPUS, min_freq=1, max_size=7)
     path = vocab.save(tmp_path / text.VOCAB_FILE)
     loaded = Vocab.load(path)
     assert loaded == vocab
     assert loaded.itos == vocab.itos and loaded.counts == vocab.counts
-    assert (loaded.min_freq, loaded.max_size, loaded.corpus_tokens) == (1, 6, 13)
+    assert (loaded.min_freq, loaded.max_size, loaded.corpus_tokens) == (1, 7, 13)
     assert loaded.fingerprint() == vocab.fingerprint()
     assert [p.name for p in tmp_path.iterdir()] == [text.VOCAB_FILE]  # no temporary left behind
 
@@ -124,7 +124,7 @@ def test_vocab_coverage_and_fingerprint():
 def test_numericalize_truncates_and_reports_lengths():
     vocab = Vocab.build(CORPUS, min_freq=1, max_size=None)
     encoded = numericalize(["The film was good.", "the end", ""], vocab, max_len=3)
-    assert [row.tolist() for row in encoded.ids] == [[2, 4, 6], [2, 3], [UNK_ID]]
+    assert [row.tolist() for row in encoded.ids] == [[3, 5, 7], [3, 4], [UNK_ID]]
     assert encoded.lengths.tolist() == [3, 2, 1]
     assert len(encoded) == 3
     last = numericalize([["the", "film", "was", "good"]], vocab, max_len=2, keep="last")

@@ -27,9 +27,11 @@ import numpy as np
 
 from .artifacts import read_json, require, write_json
 
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
-SPECIALS = (PAD, UNK)
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+#: The tokens every vocabulary starts with: padding, the unknown word, and the end of a text (the language model
+#: of notebooks/04_language_model.ipynb reads reviews as one stream, each ending with <eos>).
+SPECIALS = (PAD, UNK, EOS)
 
 #: The vocabulary artifact in a run directory (written by notebooks/01_data.ipynb).
 VOCAB_FILE = "vocab.json"
@@ -109,7 +111,7 @@ def tokens_fingerprint(tokens: Sequence[str]) -> str:
 
 
 class Vocab:
-    """Token <-> id, with ``<pad>`` = 0 and ``<unk>`` = 1; the other tokens by falling corpus frequency (ties
+    """Token <-> id, with ``<pad>`` = 0, ``<unk>`` = 1 and ``<eos>`` = 2; the other tokens by falling corpus frequency (ties
     alphabetically, so a corpus always gives the same vocabulary). Introduced in notebooks/01_data.ipynb.
 
     ``counts[i]`` is how often token ``i`` occurred in the corpus the vocabulary was built from (0 for the
@@ -119,9 +121,9 @@ class Vocab:
     def __init__(self, tokens: Sequence[str], counts: Sequence[int] | None = None, *, corpus_tokens: int = 0,
                  min_freq: int | None = None, max_size: int | None = None):
         tokens = list(tokens)
-        if tuple(tokens[:2]) != SPECIALS:
-            raise ValueError(f"a Vocab's first tokens must be {PAD!r}, {UNK!r} (ids {PAD_ID}, {UNK_ID}); "
-                             f"got {tokens[:2]!r}")
+        if tuple(tokens[:len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a Vocab's first tokens must be {', '.join(map(repr, SPECIALS))} (ids 0 to "
+                             f"{len(SPECIALS) - 1}); got {tokens[:len(SPECIALS)]!r}")
         self.itos: list[str] = tokens
         self.stoi: dict[str, int] = {token: index for index, token in enumerate(tokens)}
         if len(self.stoi) != len(tokens):
@@ -138,13 +140,13 @@ class Vocab:
     def build(cls, token_lists: Iterable[Sequence[str]], min_freq: int = DEFAULT_MIN_FREQ,
               max_size: int | None = DEFAULT_MAX_SIZE) -> "Vocab":
         """Count the tokens of a corpus (one token list per text) and keep those seen at least ``min_freq``
-        times, the most frequent first, at most ``max_size`` entries in all (the two specials included)."""
+        times, the most frequent first, at most ``max_size`` entries in all (the specials included)."""
         if not isinstance(min_freq, int) or isinstance(min_freq, bool) or min_freq < 1:
             raise ValueError(f"min_freq must be an int >= 1, got {min_freq!r}")
         if max_size is not None and (not isinstance(max_size, int) or isinstance(max_size, bool)
                                      or max_size < len(SPECIALS)):
-            raise ValueError(f"max_size must be None or an int >= {len(SPECIALS)} (it counts {PAD} and {UNK}), "
-                             f"got {max_size!r}")
+            raise ValueError(f"max_size must be None or an int >= {len(SPECIALS)} (it counts the specials "
+                             f"{', '.join(SPECIALS)}), got {max_size!r}")
         counter: Counter[str] = Counter()
         for tokens in token_lists:
             if isinstance(tokens, str):
@@ -156,7 +158,7 @@ class Vocab:
         kept = sorted((item for item in counter.items() if item[1] >= min_freq), key=lambda kv: (-kv[1], kv[0]))
         if max_size is not None:
             kept = kept[:max_size - len(SPECIALS)]
-        return cls([*SPECIALS, *(token for token, _ in kept)], [0, 0, *(count for _, count in kept)],
+        return cls([*SPECIALS, *(token for token, _ in kept)], [0] * len(SPECIALS) + [count for _, count in kept],
                    corpus_tokens=corpus_tokens, min_freq=min_freq, max_size=max_size)
 
     def __len__(self) -> int:
