@@ -1,7 +1,7 @@
 """One training loop for every notebook: ``fit``, ``evaluate``, learning-rate schedules, checkpoints.
 
-Introduced in ``notebooks/04_source_lstm.ipynb``; the transfer strategies of ``05_transfer`` and
-``06_fine_tuning`` are configurations of the same loop (parameter groups with their own learning rates, a
+Introduced in ``notebooks/05_source_lstm.ipynb``; the transfer strategies of ``06_transfer`` and
+``07_fine_tuning`` are configurations of the same loop (parameter groups with their own learning rates, a
 schedule, and an epoch hook that unfreezes layers), not a second code path.
 """
 
@@ -26,7 +26,7 @@ from .text import tokens_fingerprint
 
 SCHEDULES = ("constant", "linear", "stlr")
 CHECKPOINT_FORMAT = "tl-course-checkpoint/1"
-#: The source model's checkpoint in a run directory: written by notebooks/04_source_lstm.ipynb, read by 05 and 06.
+#: The source model's checkpoint in a run directory: written by notebooks/05_source_lstm.ipynb, read by 06 and 07.
 SOURCE_CHECKPOINT = "source_model.pt"
 
 
@@ -76,7 +76,7 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, cut_fraction: floa
     # total_steps * cut_fraction is whole; with few steps (a few hundred target labels) it is not, and the
     # paper's form would run below 1/ratio and then negative. Decaying over the steps left is the same schedule
     # where the paper's form is right, and stays in [1/ratio, 1] everywhere.
-    p = step / cut if step < cut else 1 - (step - cut) / max(1, total_steps - cut)
+    p = step / cut if step < cut else max(0.0, 1 - (step - cut) / max(1, total_steps - cut))
     return (1 + p * (ratio - 1)) / ratio
 
 
@@ -89,6 +89,7 @@ class History:
     step_lrs: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    metric: str = "accuracy"  # the validation metric that picked the best epoch (the objective's)
 
     @property
     def seconds(self) -> float:
@@ -98,10 +99,10 @@ class History:
         return asdict(self)
 
     def plot(self, title: str = "training", smoothing: int = 20):
-        """Training loss per step (smoothed), validation loss and accuracy per epoch."""
+        """Training loss per step (smoothed), validation loss per epoch, and the validation metric per epoch."""
         import matplotlib.pyplot as plt
 
-        figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+        figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
         steps = np.arange(1, len(self.step_losses) + 1)
         if self.step_losses:
             window = max(1, min(smoothing, len(self.step_losses)))
@@ -110,14 +111,17 @@ class History:
         steps_per_epoch = len(self.step_losses) / max(1, len(self.epochs))
         epoch_ends = [(i + 1) * steps_per_epoch for i in range(len(self.epochs))]
         loss_axis.plot(epoch_ends, [e["val_loss"] for e in self.epochs], "o-", label="validation")
-        loss_axis.set(xlabel="step", ylabel="binary cross-entropy", title=f"{title}: loss")
+        loss_name = "binary cross-entropy" if self.metric == "accuracy" else "cross-entropy per token"
+        loss_axis.set(xlabel="step", ylabel=loss_name, title=f"{title}: loss")
         loss_axis.legend()
-        accuracy_axis.plot(range(1, len(self.epochs) + 1), [100 * e["val_accuracy"] for e in self.epochs], "o-")
+        values = [e[f"val_{self.metric}"] * (100 if self.metric == "accuracy" else 1) for e in self.epochs]
+        metric_axis.plot(range(1, len(self.epochs) + 1), values, "o-")
         if self.best_epoch is not None:
-            accuracy_axis.axvline(self.best_epoch, color="grey", linestyle=":", label="best (kept)")
-            accuracy_axis.legend()
-        accuracy_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{title}: accuracy")
-        accuracy_axis.set_xticks(range(1, len(self.epochs) + 1))
+            metric_axis.axvline(self.best_epoch, color="grey", linestyle=":", label="best (kept)")
+            metric_axis.legend()
+        label = "validation accuracy (%)" if self.metric == "accuracy" else f"validation {self.metric}"
+        metric_axis.set(xlabel="epoch", ylabel=label, title=f"{title}: {self.metric}")
+        metric_axis.set_xticks(range(1, len(self.epochs) + 1))
         figure.tight_layout()
         return figure
 
@@ -172,10 +176,65 @@ def evaluate(model: nn.Module, loader: Iterable, device: str | torch.device | No
     return metrics
 
 
+class Objective:
+    """What :func:`fit` minimises on a training batch and how it scores a validation pass.
+
+    The default, :class:`ClassifierObjective`, is the sentiment classifier's (binary cross-entropy, validation
+    accuracy); :class:`tl_core.lm.LanguageModelObjective` is the language model's (next-word cross-entropy with
+    the hidden state carried from one window to the next, validation perplexity). One loop, two objectives:
+    introduced in ``notebooks/04_language_model.ipynb``.
+    """
+
+    #: the validation metric that picks the best epoch, as named in the records (``val_<metric>``)
+    metric = "accuracy"
+    #: True when a larger ``metric`` is better
+    higher_is_better = True
+
+    def start_epoch(self, model: nn.Module) -> None:
+        """Called before each training epoch (a language model forgets its carried state here)."""
+
+    def batch_loss(self, model: nn.Module, batch, device: torch.device) -> tuple[Tensor, int, int]:
+        """The mean loss of one training batch, how many examples it averages over, and how many tokens it read."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
+        """Validation metrics: at least ``loss`` and :attr:`metric`."""
+        raise NotImplementedError
+
+    def progress(self, mean_loss: float) -> dict[str, str]:
+        """Fields of the progress bar from the running mean of the training loss."""
+        return {"loss": f"{mean_loss:.4f}"}
+
+    def describe(self, validation: dict[str, float]) -> str:
+        return f"validation loss {validation['loss']:.4f}, {self.metric} {validation[self.metric]:.4f}"
+
+
+class ClassifierObjective(Objective):
+    """The sentiment classifier's: batches ``(tokens, lengths, labels)``, binary cross-entropy on the logit,
+    validation accuracy (:func:`evaluate`)."""
+
+    metric = "accuracy"
+
+    def __init__(self):
+        self.loss_function = nn.BCEWithLogitsLoss()
+
+    def batch_loss(self, model, batch, device):
+        tokens, lengths, labels = _batches_to(device, batch)
+        return self.loss_function(model(tokens, lengths), labels), len(labels), int(lengths.sum())
+
+    def validate(self, model, loader, device):
+        metrics = evaluate(model, loader, device)
+        return {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "f1": metrics["f1"]}
+
+    def describe(self, validation):
+        return f"validation loss {validation['loss']:.4f}, accuracy {100 * validation['accuracy']:.2f}%"
+
+
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: TrainConfig, *,
         param_groups: list[dict[str, Any]] | None = None,
         on_epoch_start: Callable[[int, nn.Module], None] | None = None,
         checkpoint: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+        objective: Objective | None = None,
         title: str = "training") -> History:
     """Train ``model`` and keep the weights of its best validation epoch (restored at the end).
 
@@ -183,9 +242,13 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     default one group of every parameter at ``config.lr``. Frozen parameters (``requires_grad=False``) may be
     included: they are skipped until unfrozen. ``on_epoch_start(epoch, model)`` runs before each epoch (1-based),
     e.g. to unfreeze a layer group. ``checkpoint(model, info)`` is called whenever validation improves.
+    ``objective``: what a batch's loss is and how validation scores (default: :class:`ClassifierObjective`; the
+    language model passes :class:`tl_core.lm.LanguageModelObjective`). ``model`` may be wrapped in
+    ``DistributedDataParallel``: each process then trains on its own shard and the gradients are averaged.
     """
     from tqdm.std import tqdm
 
+    objective = objective or ClassifierObjective()
     device = torch.device(config.device) if config.device else default_device()
     model.to(device)
     groups = param_groups or [{"params": list(model.parameters()), "lr": config.lr}]
@@ -193,31 +256,30 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         group.setdefault("lr", config.lr)
         group["base_lr"] = group["lr"]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    loss_function = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
     total_steps = config.epochs * len(train_loader)
-    history = History()
-    best_accuracy, best_state, epochs_without_gain, step = -1.0, None, 0, 0
+    history = History(metric=objective.metric)
+    best_score, best_state, epochs_without_gain, step = -math.inf, None, 0, 0
     for epoch in range(1, config.epochs + 1):
-        sampler = getattr(train_loader, "batch_sampler", None)
+        sampler = getattr(train_loader, "batch_sampler", None) or train_loader
         if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # a new, seeded shuffle of the length buckets each epoch
+            sampler.set_epoch(epoch)  # a new, seeded shuffle of the batches (or of the windows) each epoch
         if on_epoch_start is not None:
             on_epoch_start(epoch, model)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # dropout of this epoch
         model.train()
+        objective.start_epoch(model)
         started = time.perf_counter()
         total_loss, seen, tokens_seen = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"{title} epoch {epoch}/{config.epochs}", file=sys.stdout,
-                   disable=not config.progress, leave=True, dynamic_ncols=False, ncols=100)
+                   disable=not config.progress, leave=True, dynamic_ncols=False, ncols=110, mininterval=2.0)
         for batch in bar:
-            tokens, lengths, labels = _batches_to(device, batch)
             multiplier = lr_multiplier(config.schedule, step, total_steps, config.stlr_cut_fraction,
                                        config.stlr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * multiplier
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_function(model(tokens, lengths), labels)
+            loss, examples, tokens = objective.batch_loss(model, batch, device)
             loss.backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], config.grad_clip)
@@ -226,32 +288,37 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             batch_loss = loss.item()
             history.step_losses.append(batch_loss)
             history.step_lrs.append(optimizer.param_groups[-1]["lr"])
-            total_loss += batch_loss * len(labels)
-            seen += len(labels)
-            tokens_seen += int(lengths.sum())
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+            total_loss += batch_loss * examples
+            seen += examples
+            tokens_seen += tokens
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(**objective.progress(total_loss / seen), tok_s=f"{tokens_seen / max(elapsed, 1e-9):,.0f}",
+                            refresh=False)
         bar.close()
         train_seconds = time.perf_counter() - started
-        validation = evaluate(model, val_loader, device)
-        record = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "val_loss": validation["loss"],
-                  "val_accuracy": validation["accuracy"], "val_f1": validation["f1"], "seconds": train_seconds,
+        validation = objective.validate(model, val_loader, device)
+        record = {"epoch": epoch, "train_loss": total_loss / max(1, seen),
+                  **{f"val_{name}": value for name, value in validation.items()},
+                  "seconds": train_seconds, "tokens": tokens_seen,
                   "tokens_per_second": tokens_seen / max(train_seconds, 1e-9)}
         history.epochs.append(record)
-        improved = validation["accuracy"] > best_accuracy
+        score = validation[objective.metric] * (1 if objective.higher_is_better else -1)
+        improved = score > best_score
         if config.progress:
-            print(f"epoch {epoch}: train loss {record['train_loss']:.4f} | validation loss {validation['loss']:.4f}, "
-                  f"accuracy {100 * validation['accuracy']:.2f}%" + (" (best so far)" if improved else ""))
+            print(f"epoch {epoch}: train loss {record['train_loss']:.4f} | {objective.describe(validation)}"
+                  + (" (best so far)" if improved else ""))
         if improved:
-            best_accuracy, history.best_epoch, epochs_without_gain = validation["accuracy"], epoch, 0
+            best_score, history.best_epoch, epochs_without_gain = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
             if checkpoint is not None:
-                checkpoint(model, {"epoch": epoch, "val_accuracy": validation["accuracy"]})
+                checkpoint(model, {"epoch": epoch, f"val_{objective.metric}": validation[objective.metric]})
         else:
             epochs_without_gain += 1
             if config.patience and epochs_without_gain >= config.patience and epoch < config.epochs:
                 history.stopped_early = True
                 if config.progress:
-                    print(f"stopping early: no better validation accuracy for {epochs_without_gain} epoch(s)")
+                    print(f"stopping early: no better validation {objective.metric} for {epochs_without_gain} "
+                          "epoch(s)")
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -267,9 +334,10 @@ class CheckpointMismatchError(ValueError):
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, vocab_tokens: list[str],
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Weights, the model config and the vocabulary, written atomically (a reader never sees half a file)."""
-    payload = {"format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
+                    extra: dict[str, Any] | None = None, kind: str = "classifier") -> Path:
+    """Weights, the model config and the vocabulary, written atomically (a reader never sees half a file).
+    ``kind`` says which model it is ("classifier", or "language_model" for :mod:`tl_core.lm`)."""
+    payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "model_config": model.config.to_dict(),
                "vocab": list(vocab_tokens), "vocab_fingerprint": tokens_fingerprint(list(vocab_tokens)),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra or {}}
     with atomic_path(path) as temporary:
@@ -278,8 +346,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, vocab_tokens: list[str],
 
 
 def load_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
-                    expected_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) and check it against the vocabulary and config in use.
+                    expected_config: dict[str, Any] | None = None, kind: str | None = "classifier"
+                    ) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``) and check it against the vocabulary and config in use,
+    and that it holds the ``kind`` of model asked for (None: any).
 
     Raises :class:`CheckpointMismatchError` naming what differs.
     """
@@ -293,6 +363,10 @@ def load_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
             from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    saved_kind = payload.get("kind", "classifier")
+    if kind is not None and saved_kind != kind:
+        raise CheckpointMismatchError(f"{path} holds a {saved_kind.replace('_', ' ')}, not a "
+                                      f"{kind.replace('_', ' ')}")
     if vocab_tokens is not None and payload["vocab_fingerprint"] != tokens_fingerprint(list(vocab_tokens)):
         saved = payload["vocab"]
         first_difference = next((i for i, (a, b) in enumerate(zip(saved, vocab_tokens)) if a != b),
@@ -310,6 +384,17 @@ def load_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
     return payload
 
 
+def load_state(model: nn.Module, payload: dict[str, Any], path: str | Path) -> nn.Module:
+    """Load a checkpoint's weights into ``model``; weights that do not fit its configuration are a
+    :class:`CheckpointMismatchError` naming the file."""
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointMismatchError(f"{path}: the saved weights do not fit the saved configuration ({error})") \
+            from error
+    return model
+
+
 def model_from_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
                           **config_overrides) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the saved :class:`SentimentLSTM` (optionally with other dropout/backend/freezing settings)."""
@@ -317,6 +402,4 @@ def model_from_checkpoint(path: str | Path, vocab_tokens: list[str] | None = Non
 
     payload = load_checkpoint(path, vocab_tokens)
     config = ModelConfig.from_dict({**payload["model_config"], **config_overrides})
-    model = SentimentLSTM(config)
-    model.load_state_dict(payload["state_dict"])
-    return model, payload
+    return load_state(SentimentLSTM(config), payload, path), payload
