@@ -265,6 +265,11 @@ class OverlapReport:
     examples: list[str]  # a few shared texts, shortest first
 
 
+def same_text_key(text: str) -> str:
+    """What two texts share when they are "the same text": their letters and digits, lower-cased, in order."""
+    return "".join(character for character in text.lower() if character.isalnum())
+
+
 def overlap_report(first: TextDataset, second: TextDataset, examples: int = 3) -> OverlapReport:
     """Report (not remove) exact duplicate texts: within each dataset and shared by both."""
     seen_first: dict[str, set[int]] = {}
