@@ -241,7 +241,7 @@ def test_summary_and_label_multiplier():
 
 
 def test_learning_rate_plan_matches_what_the_loop_does(source, word2vec):
-    """The plotted plan of notebook 06 is the loop's own: the head's rate per step equals History.step_lrs of a
+    """The plotted plan of notebook 07 is the loop's own: the head's rate per step equals History.step_lrs of a
     real gradual run, lower groups run at /2.6 per group, and frozen groups at 0."""
     strategy = transfer.get_strategy("gradual")
     config = train.TrainConfig(epochs=4, lr=1e-2, patience=0, progress=False, device="cpu")

@@ -1,4 +1,4 @@
-"""Notebooks 05 and 06 end to end with papermill (through the course runner), on a tiny CSV target and tiny
+"""Notebooks 06 and 07 end to end with papermill (through the course runner), on a tiny CSV target and tiny
 source artifacts built here: a vocabulary, an embedding matrix and a briefly trained source checkpoint."""
 
 import json
@@ -16,7 +16,7 @@ from test_transfer import write_target_csv
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    """A run directory holding what notebooks 01, 02 and 04 would leave, at toy size, and a target CSV."""
+    """A run directory holding what notebooks 01, 02 and 05 would leave, at toy size, and a target CSV."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     vocab = Vocab(VOCAB)
@@ -35,11 +35,11 @@ def tiny_run(tmp_path):
     return run_dir, target
 
 
-def test_notebook_05_runs_on_a_csv_target(tiny_run):
+def test_notebook_06_runs_on_a_csv_target(tiny_run):
     run_dir, target = tiny_run
     overrides = ["-p", "target", str(target), "-p", "n_labels", "40", "-p", "seeds", "[1, 2]",
                  "-p", "strategies", "[scratch, frozen, finetune]", "-p", "transfer_epochs", "2"]
-    assert run.main(["--only", "05", "--run-dir", str(run_dir), *overrides]) == 0
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), *overrides]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())["transfer"]
     assert metrics["target"] == str(target.resolve())
     assert metrics["oov_rate"] == 0.0 and metrics["test_examples"] == 32 and metrics["pool_examples"] == 128
@@ -49,8 +49,8 @@ def test_notebook_05_runs_on_a_csv_target(tiny_run):
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in metrics["results"])
     # the synthetic source already solves the synthetic target: transfer from it must beat chance by far
     assert metrics["zero_shot_accuracy"] > 0.9
-    assert (run_dir / "05_strategies.png").stat().st_size > 0
-    assert (run_dir / "05_transfer.ipynb").exists()
+    assert (run_dir / "06_strategies.png").stat().st_size > 0
+    assert (run_dir / "06_transfer.ipynb").exists()
 
 
 def test_the_notebooks_offer_exactly_the_strategies_of_tl_core():
@@ -59,7 +59,7 @@ def test_the_notebooks_offer_exactly_the_strategies_of_tl_core():
     from tl_core import transfer
 
     notebooks = {nb.number: nb for nb in run.discover_notebooks()}
-    for number in ("05", "06"):
+    for number in ("06", "07"):
         help_text = notebooks[number].parameters["strategies"]["help"]
         assert run.allowed_values(help_text) == list(transfer.STRATEGIES), number
         assert set(notebooks[number].parameters["strategies"]["default"]) <= set(transfer.STRATEGIES)
@@ -67,30 +67,30 @@ def test_the_notebooks_offer_exactly_the_strategies_of_tl_core():
 
 def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     run_dir, target = tiny_run
-    assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "strategies", "[scratch, lora]"]) == 2
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "strategies", "[scratch, lora]"]) == 2
     assert ("is not one of: scratch, ngrams, embeddings, frozen, finetune, gradual, selftrain, intermediate, ensemble, hybrid, calibrated"
             in capsys.readouterr().err)
-    assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets", "[amazon:garden]"]) == 2
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "related_targets", "[amazon:garden]"]) == 2
     assert "related_targets=['amazon:garden']: unknown Amazon domain 'garden'" in capsys.readouterr().err
     # the target itself among the related data: the notebook's default target, or a file given as the target
-    assert run.main(["--only", "05", "--run-dir", str(run_dir), "-p", "related_targets",
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "related_targets",
                      "[amazon:books, amazon:kitchen_&_housewares]"]) == 2
     assert ("related_targets=['amazon:books', 'amazon:kitchen']: the target 'amazon:kitchen' cannot be its own "
             "related data" in capsys.readouterr().err)
-    assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "target", str(target),
+    assert run.main(["--only", "07", "--run-dir", str(run_dir), "-p", "target", str(target),
                      "-p", "related_targets", f"[{target}]"]) == 2
     assert "cannot be its own related data: the intermediate stage must not train on the target's labels" in (
         capsys.readouterr().err)
-    assert not (run_dir / "05_transfer.ipynb").exists()
+    assert not (run_dir / "06_transfer.ipynb").exists()
 
 
-def test_notebook_06_after_05_adds_its_grid(tiny_run, tmp_path):
+def test_notebook_07_after_06_adds_its_grid(tiny_run, tmp_path):
     run_dir, target = tiny_run
     related = write_target_csv(tmp_path / "related.csv", count=200, seed=8)  # the intermediate stage's data
     common = ["-p", "target", str(target), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "3"]
-    assert run.main(["--only", "05", "--run-dir", str(run_dir), *common, "-p", "n_labels", "40",
+    assert run.main(["--only", "06", "--run-dir", str(run_dir), *common, "-p", "n_labels", "40",
                      "-p", "strategies", "[scratch, frozen]"]) == 0
-    assert run.main(["--only", "06", "--run-dir", str(run_dir), *common, "-p", "n_labels_grid", "[20, 40]",
+    assert run.main(["--only", "07", "--run-dir", str(run_dir), *common, "-p", "n_labels_grid", "[20, 40]",
                      "-p", "multiplier_n_labels", "20", "-p", "strategies",
                      "[scratch, frozen, gradual, selftrain, intermediate]", "-p", "related_targets", f"[{related}]",
                      "-p", "intermediate_examples", "160", "-p", "saliency_reviews", "2"]) == 0
@@ -108,18 +108,18 @@ def test_notebook_06_after_05_adds_its_grid(tiny_run, tmp_path):
         np.mean([s["zero_shot_accuracy"] for s in stages["stages"].values()]))
     assert all(r["pseudo_labels"] > 0 for r in grid["results"] if r["strategy"] == "selftrain")
     assert grid["label_multiplier"]["at"] == 20 and grid["label_multiplier"]["baseline"] == "scratch"
-    # 05's runs at 40 labels were replaced by 06's runs of the same (strategy, n_labels, seed); 06's are added
+    # 06's runs at 40 labels were replaced by 07's runs of the same (strategy, n_labels, seed); 07's are added
     results = metrics["transfer"]["results"]
     keys = [(r["strategy"], r["n_labels"], r["seed"]) for r in results]
     assert len(keys) == len(set(keys)) == 20
     assert metrics["transfer"]["target"] == str(target.resolve()) and "oov_rate" in metrics["transfer"]
-    for figure in ("06_learning_rates.png", "06_label_efficiency.png"):
+    for figure in ("07_learning_rates.png", "07_label_efficiency.png"):
         assert (run_dir / figure).stat().st_size > 0
 
 
-def test_notebook_06_refuses_a_multiplier_point_outside_the_grid(tiny_run, capsys):
+def test_notebook_07_refuses_a_multiplier_point_outside_the_grid(tiny_run, capsys):
     run_dir, target = tiny_run
-    assert run.main(["--only", "06", "--run-dir", str(run_dir), "-p", "target", str(target),
+    assert run.main(["--only", "07", "--run-dir", str(run_dir), "-p", "target", str(target),
                      "-p", "n_labels_grid", "[20]"]) != 0
     assert "multiplier_n_labels=100 must be one of n_labels_grid=[20]" in capsys.readouterr().err
     assert not (run_dir / "metrics.json").exists(), "nothing recorded"

@@ -1,6 +1,6 @@
 """Looking inside a trained classifier: predictions in a dataset's own order, and word saliency.
 
-Introduced in ``notebooks/06_fine_tuning.ipynb`` (error analysis: which target reviews transfer fixed or broke;
+Introduced in ``notebooks/07_fine_tuning.ipynb`` (error analysis: which target reviews transfer fixed or broke;
 which words a prediction rests on).
 """
 
@@ -18,7 +18,7 @@ from .train import predict
 
 def predict_probabilities(model: nn.Module, encoded: Encoded, batch_size: int = 256) -> np.ndarray:
     """P(positive) of every text of ``encoded``, in ``encoded``'s order (the loaders batch by length, so their
-    order is not the dataset's). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    order is not the dataset's). Introduced in ``notebooks/07_fine_tuning.ipynb``."""
     loader = make_loader(encoded, None, batch_size, shuffle=False)
     loader_order = [index for batch in loader.batch_sampler for index in batch]
     probabilities = np.empty(len(encoded), dtype=np.float64)
@@ -35,7 +35,7 @@ def word_saliency(model: nn.Module, token_ids: Sequence[int] | np.ndarray | torc
     gets the sum of every table's ``s_t``: the same derivative, taken along all of the word's vectors at once.
 
     Returns (logit, saliency per token). The model is put in eval mode (no dropout). Introduced in
-    ``notebooks/06_fine_tuning.ipynb``.
+    ``notebooks/07_fine_tuning.ipynb``.
     """
     ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.int64).reshape(1, -1)
     if ids.shape[1] == 0:

@@ -1,7 +1,7 @@
 """The sentiment classifier: embedding -> dropout -> LSTM -> pooling over valid steps -> dropout -> one logit.
 
-Introduced in ``notebooks/04_source_lstm.ipynb`` (trained on IMDB) and reused in ``05_transfer`` and
-``06_fine_tuning`` (moved to a new domain). The LSTM is :class:`tl_core.FusedLSTM` (the fused C++/CUDA core) by
+Introduced in ``notebooks/05_source_lstm.ipynb`` (trained on IMDB) and reused in ``06_transfer`` and
+``07_fine_tuning`` (moved to a new domain). The LSTM is :class:`tl_core.FusedLSTM` (the fused C++/CUDA core) by
 default; ``lstm_backend="torch"`` swaps in ``torch.nn.LSTM`` on packed sequences (the same computation, PyTorch's
 own kernels) for comparisons, and ``"torch_padded"`` runs ``torch.nn.LSTM`` over the padded batch as it is (oneDNN
 or cuDNN, fast, but the recurrence also reads the padding, so final states of shorter reviews differ).
@@ -110,7 +110,7 @@ def make_lstm(config: ModelConfig) -> nn.Module:
 
 
 class SentimentLSTM(nn.Module):
-    """A review in, one logit out (positive > 0). Introduced in ``notebooks/04_source_lstm.ipynb``."""
+    """A review in, one logit out (positive > 0). Introduced in ``notebooks/05_source_lstm.ipynb``."""
 
     def __init__(self, config: ModelConfig, embeddings: Tensor | None = None):
         super().__init__()
@@ -172,7 +172,7 @@ class NgramClassifier(nn.Module):
     Each token's score is its word's weight plus the weight of the pair it starts, so that the logit is the sum of
     the per-token scores plus the bias. The scores are looked up from two ``nn.Embedding`` tables of width 1, so
     :func:`tl_core.analysis.word_saliency` reads them like any word vectors (for this model the saliency of a token
-    is exactly its score). Introduced in ``notebooks/06_fine_tuning.ipynb`` (the ``ngrams`` and ``hybrid``
+    is exactly its score). Introduced in ``notebooks/07_fine_tuning.ipynb`` (the ``ngrams`` and ``hybrid``
     strategies).
     """
 
@@ -222,7 +222,7 @@ class NgramClassifier(nn.Module):
 class EnsembleClassifier(nn.Module):
     """Several trained classifiers as one: the mean of their probabilities, returned as a logit so that it reads
     like any classifier here (``evaluate``, ``predict``, ``analysis.word_saliency``). Its members keep their own
-    weights and vocabulary-sized embeddings; nothing of it trains. Introduced in ``notebooks/06_fine_tuning``
+    weights and vocabulary-sized embeddings; nothing of it trains. Introduced in ``notebooks/07_fine_tuning``
     (the ``ensemble`` strategy).
 
     ``temperatures`` (one positive number per member, default all 1): each member's logit is divided by its own

@@ -4,8 +4,8 @@ A strategy says where the weights start (``init_from``: random, Word2Vec embeddi
 or the source model after an intermediate stage on labelled reviews of related domains), what trains from the
 first epoch, whether layer groups are unfrozen one per epoch, how the learning rate falls from the head down to
 the embeddings, and which learning-rate schedule the loop follows. Everything else (optimiser, loop, metrics, and
-the model architecture but for ``ngrams``) is shared. Introduced in ``notebooks/05_transfer.ipynb`` (scratch,
-embeddings, frozen, finetune, zero-shot) and ``notebooks/06_fine_tuning.ipynb`` (gradual, selftrain, intermediate;
+the model architecture but for ``ngrams``) is shared. Introduced in ``notebooks/06_transfer.ipynb`` (scratch,
+embeddings, frozen, finetune, zero-shot) and ``notebooks/07_fine_tuning.ipynb`` (gradual, selftrain, intermediate;
 ``ngrams``, a linear model of the target's words and word pairs that transfers nothing; and the ensembles
 ``ensemble``, ``hybrid`` and ``calibrated``, which train nothing themselves: they average the predictions of other
 strategies' models on the same draw, ``calibrated`` after calibrating each on the draw's validation split).
@@ -261,7 +261,7 @@ EVAL_BATCH_SIZE = 256
 @dataclass
 class TargetTask:
     """A target task prepared for transfer: its fixed test split (encoded once) and the labelled pool.
-    Introduced in ``notebooks/05_transfer.ipynb``."""
+    Introduced in ``notebooks/06_transfer.ipynb``."""
 
     spec: str  # the load_target spec it came from
     split: Any  # tl_core.data.TargetSplit: test (never trained on, never used for choices) and pool
@@ -285,7 +285,7 @@ class TargetTask:
 
 def prepare_target(spec: str, vocab, max_len: int, data_dir=None) -> TargetTask:
     """Load a target (any :func:`tl_core.data.load_target` spec), split it once (fixed, stratified test split) and
-    measure how much of it the source vocabulary knows. Introduced in ``notebooks/05_transfer.ipynb``."""
+    measure how much of it the source vocabulary knows. Introduced in ``notebooks/06_transfer.ipynb``."""
     from .data import load_target, split_target
     from .text import numericalize, tokenize_all
 
@@ -305,7 +305,7 @@ def draw_training_data(task: TargetTask, n_labels: int, seed: int, val_fraction:
     """The labelled data of one run: ``n_labels`` examples drawn from the pool with ``seed`` (stratified; the
     same seed gives the same draw), split into training and validation (``val_fraction`` of the draw, stratified,
     for early stopping and the best epoch). Neither part ever holds a test example: the pool excludes them.
-    Returns (train, val) TextDatasets. Introduced in ``notebooks/05_transfer.ipynb``."""
+    Returns (train, val) TextDatasets. Introduced in ``notebooks/06_transfer.ipynb``."""
     from .data import draw_labels, train_val_split
 
     if n_labels > len(task.split.pool):
@@ -323,7 +323,7 @@ MAX_UNLABELLED = 2000
 def unlabelled_texts(task: TargetTask, drawn_ids, seed: int, limit: int = MAX_UNLABELLED):
     """The target texts a self-training run may read: the pool's texts outside this run's draw (``drawn_ids``,
     training and validation), their labels removed so that nothing downstream can read them, at most ``limit``
-    (a sample seeded by ``seed``). Never a test text: the pool holds none. Introduced in ``06_fine_tuning``."""
+    (a sample seeded by ``seed``). Never a test text: the pool holds none. Introduced in ``07_fine_tuning``."""
     from .data import TextDataset
 
     pool, drawn = task.split.pool, set(drawn_ids)
@@ -339,7 +339,7 @@ def pseudo_label(model: SentimentLSTM, task: TargetTask, unlabelled, fraction: f
     """Self-training's labels: ``model``'s own predictions on the ``unlabelled`` texts it is surest of, about
     ``fraction`` of them in all, split between the classes as ``class_shares`` says (the labelled draw's balance,
     so that a model leaning towards one class does not hand its lean on), and only where the prediction is that
-    class. Returns a labelled TextDataset (the texts' ids kept). Introduced in ``06_fine_tuning``."""
+    class. Returns a labelled TextDataset (the texts' ids kept). Introduced in ``07_fine_tuning``."""
     from .analysis import predict_probabilities
     from .data import TextDataset
     from .text import numericalize
@@ -368,7 +368,7 @@ def self_train(strategy: Strategy, teacher: tuple[SentimentLSTM, Any], source: d
     then trained again, from the source, on ``train_data`` plus those, validated on the same real labels.
     ``intermediate``: as for :func:`train_strategy`. Returns (model, history, pseudo-labelled dataset); with no
     unlabelled text left, the teacher is the result.
-    Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    Introduced in ``notebooks/07_fine_tuning.ipynb``."""
     from .data import TextDataset
 
     shares = {label: float(np.mean(train_data.labels == label)) for label in (0, 1)}
@@ -477,7 +477,7 @@ def intermediate_for(strategies, task: TargetTask, source: dict[str, Any], *, ep
     """The intermediate stages of the notebooks, if any of ``strategies`` (names or Strategy objects) starts from
     them, else None: for every seed, :func:`train_intermediate` seeded by it (its related draw, validation part,
     order and initialisation) for ``epochs`` at :data:`INTERMEDIATE_LR`, patience 1, on at most ``limit`` related
-    reviews (0: all). Used by notebooks 05 and 06."""
+    reviews (0: all). Used by notebooks 06 and 07."""
     if not from_intermediate(strategies):
         return None
     if not seeds:
@@ -522,7 +522,7 @@ def related_data(task: TargetTask, specs: list[str] | None = None, data_dir=None
     the target) in one TextDataset, without any review whose text (case and spacing aside) the target also holds,
     test split or pool, so that no target text is ever trained on with its label. ``limit``: at most this many,
     a stratified draw seeded by ``seed`` (None or 0: all). Returns (dataset, how many were dropped as target
-    texts). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    texts). Introduced in ``notebooks/07_fine_tuning.ipynb``."""
     from .data import TextDataset, draw_labels, load_target
 
     specs = check_related_specs(task.spec, related_specs(task.spec) if specs is None else specs)
@@ -552,7 +552,7 @@ def train_intermediate(task: TargetTask, source: dict[str, Any], config: TrainCo
     """The intermediate stage: the source model trained on :func:`related_data` (every weight,
     :data:`INTERMEDIATE_RECIPE`, validation carved from the related data, never from the target) and measured
     zero-shot on the target's test split. Seeded by ``config.seed``. The ``intermediate`` strategy starts from it.
-    Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    Introduced in ``notebooks/07_fine_tuning.ipynb``."""
     from .data import train_val_split
 
     specs = check_related_specs(task.spec, related_specs(task.spec) if specs is None else specs)
@@ -644,13 +644,13 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     comparison), trained by the one loop and measured once on the test split. Returns the records
     ``{strategy, n_labels, seed, accuracy, ...}`` and the trained models by ``(strategy, n_labels, seed)``:
     all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
-    ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 06's
+    ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 07's
     exercises). Strategies that start from the intermediate model need ``intermediate``: one stage
     (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`). An ensemble's
     members are trained once per draw, shared with their own rows when listed too; its record's ``seconds`` is
     the sum of its members' training (plus fitting their temperatures when it calibrates; the record then holds
     ``temperatures``, one per member) and its ``epochs_trained``/``best_epoch`` are None.
-    Introduced in ``notebooks/05_transfer.ipynb``."""
+    Introduced in ``notebooks/06_transfer.ipynb``."""
     import sys
 
     from tqdm.std import tqdm
@@ -711,7 +711,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval of an accuracy measured on ``n`` test examples: how far another test sample of
     the same size could move it, all else fixed. The ± over seeds does not hold this (every seed is tested on the
-    same split). Introduced in ``notebooks/06_fine_tuning.ipynb``."""
+    same split). Introduced in ``notebooks/07_fine_tuning.ipynb``."""
     from statistics import NormalDist
 
     if n <= 0:
@@ -783,7 +783,7 @@ def label_multiplier(rows: list[dict[str, Any]], at: int, baseline: str = "scrat
 
 def merge_results(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``existing`` records with ``new`` ones added; a new record replaces an old one of the same (strategy,
-    n_labels, seed). Notebook 06 adds its label-efficiency grid to notebook 05's ``metrics.json["transfer"]``."""
+    n_labels, seed). Notebook 07 adds its label-efficiency grid to notebook 06's ``metrics.json["transfer"]``."""
     def key(record):
         return record["strategy"], record["n_labels"], record["seed"]
 
@@ -796,7 +796,7 @@ def learning_rate_plan(model: SentimentLSTM, strategy: Strategy, config: TrainCo
     """The learning rate each layer group trains with at every step of a run of ``strategy`` that lasts all
     ``config.epochs`` epochs: discriminative base rate × the schedule's multiplier, and 0 while the group is
     frozen. Computed with the same functions that :func:`train_strategy` hands to the loop (the requires_grad
-    flags of ``model`` are left as the plan's last epoch sets them). Introduced in ``06_fine_tuning.ipynb``."""
+    flags of ``model`` are left as the plan's last epoch sets them). Introduced in ``07_fine_tuning.ipynb``."""
     from .train import lr_multiplier
 
     groups, on_epoch_start = training_plan(model, strategy, config.lr)
