@@ -107,3 +107,19 @@ def test_predictions_come_back_in_dataset_order():
     with torch.no_grad():
         one_by_one = [float(torch.sigmoid(model(torch.tensor([r]), torch.tensor([len(r)])))) for r in reviews]
     np.testing.assert_allclose(probabilities, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_classifies_raw_sentences_in_their_order():
+    from tl_core import text
+
+    model, _, _ = train_once(seed=0)
+    vocab = text.Vocab([*text.SPECIALS, *VOCAB[len(text.SPECIALS):]])  # the same ids (w0, id 2, is never used)
+    good, bad = VOCAB[GOOD], VOCAB[BAD]
+    sentences = [f"w10 {good} w20 w11", f"W10 {bad}, w20!", f"{bad} w30 zebra"]
+    results = analysis.predict(model, vocab, sentences)
+    assert [sentence for sentence, _ in results] == sentences
+    assert results[0][1] > 0.9 and results[1][1] < 0.1 and results[2][1] < 0.1
+    assert analysis.predict(model, vocab, sentences[0]) == results[:1]
+    assert analysis.predict(model, vocab, []) == []
+    with pytest.raises(TypeError, match="list of texts"):
+        analysis.predict(model, vocab, [3])

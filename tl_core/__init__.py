@@ -33,6 +33,9 @@ _EXPORTS = {
     "load_vectors": "embeddings",
     "embedding_matrix": "embeddings",
     "load_embedding_matrix": "embeddings",
+    "predict": "analysis",
+    "LanguageModel": "lm",
+    "LMConfig": "lm",
 }
 
 __all__ = sorted(_EXPORTS)

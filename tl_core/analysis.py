@@ -1,4 +1,5 @@
-"""Looking inside a trained classifier: predictions in a dataset's own order, and word saliency.
+"""Looking inside a trained classifier: predictions in a dataset's own order or for your own sentences, and word
+saliency.
 
 Introduced in ``notebooks/07_fine_tuning.ipynb`` (error analysis: which target reviews transfer fixed or broke;
 which words a prediction rests on).
@@ -12,8 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .text import Encoded, make_loader
-from .train import predict
+from .text import Encoded, Vocab, make_loader, numericalize
+from .train import predict as predict_loader
+
+#: Tokens a text is cut to when a learner classifies their own sentences (as the source model's max_len).
+PREDICT_MAX_LEN = 800
 
 
 def predict_probabilities(model: nn.Module, encoded: Encoded, batch_size: int = 256) -> np.ndarray:
@@ -22,8 +26,25 @@ def predict_probabilities(model: nn.Module, encoded: Encoded, batch_size: int = 
     loader = make_loader(encoded, None, batch_size, shuffle=False)
     loader_order = [index for batch in loader.batch_sampler for index in batch]
     probabilities = np.empty(len(encoded), dtype=np.float64)
-    probabilities[loader_order] = predict(model, loader)[0]
+    probabilities[loader_order] = predict_loader(model, loader)[0]
     return probabilities
+
+
+def predict(model: nn.Module, vocab: Vocab, texts: str | Sequence[str], max_len: int = PREDICT_MAX_LEN
+            ) -> list[tuple[str, float]]:
+    """Classify your own sentences in one call: each text with the model's P(positive), in the order given.
+
+        predict(model, vocab, ["the blender is loud but works", "a waste of money"])
+
+    The texts go through the course tokenizer and ``vocab`` (the one the model was trained with); words it does
+    not know become ``<unk>``. Introduced in ``notebooks/05_source_lstm.ipynb``, used again in 07."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("predict takes a text or a list of texts (str)")
+    if not texts:
+        return []
+    probabilities = predict_probabilities(model, numericalize(texts, vocab, max_len))
+    return [(t, float(p)) for t, p in zip(texts, probabilities)]
 
 
 def word_saliency(model: nn.Module, token_ids: Sequence[int] | np.ndarray | torch.Tensor) -> tuple[float, np.ndarray]:
