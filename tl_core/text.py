@@ -25,14 +25,12 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .artifacts import read_json, require, write_json
+from .artifacts import VOCAB_FILE, CorruptArtifactError, read_json, require, write_json
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 SPECIALS = (PAD, UNK)
 
-#: The vocabulary artifact in a run directory (written by notebooks/01_data.ipynb).
-VOCAB_FILE = "vocab.json"
 VOCAB_FORMAT = "tl_core.text.Vocab/1"
 
 #: Vocabulary defaults (notebooks/01_data.ipynb measures them; README "Data and embeddings" says why):
@@ -215,8 +213,12 @@ class Vocab:
         """Read a vocabulary saved by :meth:`save`; a missing file says which notebook writes it."""
         data = read_json(require(path, produced_by=produced_by))
         if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT:
-            raise ValueError(f"{path} is not a vocabulary saved by tl_core.text.Vocab.save "
-                             f"(expected format {VOCAB_FORMAT!r})")
+            raise CorruptArtifactError(f"{path} is not a vocabulary saved by tl_core.text.Vocab.save "
+                                       f"(expected format {VOCAB_FORMAT!r})")
+        missing = [key for key in ("tokens", "counts", "corpus_tokens", "min_freq", "max_size") if key not in data]
+        if missing:
+            raise CorruptArtifactError(f"{path} lacks {', '.join(missing)}: not a whole vocabulary. Fix: run "
+                                       f"{produced_by} again with the same run_dir.")
         return cls(data["tokens"], data["counts"], corpus_tokens=data["corpus_tokens"],
                    min_freq=data["min_freq"], max_size=data["max_size"])
 
@@ -272,6 +274,11 @@ class EncodedDataset:
             labels = np.asarray(labels, dtype=np.float32)
             if labels.shape != (len(encoded),):
                 raise ValueError(f"labels has shape {labels.shape}, expected ({len(encoded)},): one per text")
+            bad = np.flatnonzero((labels != 0) & (labels != 1))
+            if len(bad):  # BCE would train on a 2 or a -1 without a word; NaN marks unlabelled: pass labels=None
+                shown = ", ".join(f"{labels[i]:g} (text {i})" for i in bad[:5])
+                raise ValueError(f"labels must be 0 or 1 (or labels=None for unlabelled texts); got {shown}"
+                                 f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}")
         self.labels = labels
 
     def __len__(self) -> int:
