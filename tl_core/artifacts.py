@@ -37,6 +37,8 @@ HTML_DIR = "html"
 METRICS_FILE = "metrics.json"
 #: A failed sweep run's output (tl_core.run --sweep).
 RUNNER_LOG = "runner.log"
+#: What the kernels and papermill write to stderr (Jupyter's warnings, a crash's traceback), kept off the terminal.
+KERNEL_LOG = "kernel.log"
 #: The environment check of notebooks/00_setup.ipynb.
 ENVIRONMENT_FILE = "environment.json"
 #: The vocabulary (notebooks/01_data.ipynb; tl_core.text.Vocab).
@@ -47,7 +49,7 @@ EMBEDDINGS_FILE = "embedding_matrix.npz"
 #: The source model (notebooks/04_source_lstm.ipynb; tl_core.train.save_checkpoint), read by 05 and 06.
 SOURCE_CHECKPOINT = "source_model.pt"
 #: What belongs to one run and is never lent to another by ``--reuse``.
-RUN_OWN_FILES = frozenset({MANIFEST_FILE, REPORT_FILE, HTML_DIR, RUNNER_LOG})
+RUN_OWN_FILES = frozenset({MANIFEST_FILE, REPORT_FILE, HTML_DIR, RUNNER_LOG, KERNEL_LOG})
 
 
 class MissingArtifactError(FileNotFoundError):

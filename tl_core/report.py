@@ -127,14 +127,18 @@ def manifest_from_notebooks(run_dir: Path) -> dict[str, Any]:
     plain papermill commands (``--dry-run`` on a scheduler), which write no run.json."""
     import nbformat
 
+    from .course import NOTEBOOK_PATTERN, execution_problem
+
     manifest: dict[str, Any] = {"profile": None, "parameters": {}, "reused": None, "notebooks": {}}
-    for notebook in sorted(Path(run_dir).glob("[0-9][0-9]_*.ipynb")):
-        meta = nbformat.read(notebook, as_version=4).metadata.get("papermill", {})
+    for notebook in sorted(Path(run_dir).glob(NOTEBOOK_PATTERN)):
+        problem = execution_problem(notebook)
+        meta = {} if problem and problem.startswith("unreadable") else \
+            nbformat.read(notebook, as_version=4).metadata.get("papermill", {})
         parameters = {k: v for k, v in meta.get("parameters", {}).items() if k != "run_dir"}
         manifest["parameters"].update(parameters)
-        status = "failed" if meta.get("exception") else "complete" if meta.get("end_time") else "running"
-        manifest["notebooks"][notebook.stem] = {"parameters": meta.get("parameters", {}), "output": notebook.name,
-                                                "status": status, "seconds": meta.get("duration")}
+        record = {"parameters": meta.get("parameters", {}), "output": notebook.name,
+                  "status": "failed" if problem else "complete", "seconds": meta.get("duration")}
+        manifest["notebooks"][notebook.stem] = {**record, "error": problem} if problem else record
     return manifest
 
 
@@ -144,6 +148,8 @@ def write_report(run_dir: Path) -> Path:
     from .artifacts import write_json
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():  # a mistyped path must not become an empty run directory
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no such folder)")
     if not (run_dir / MANIFEST_FILE).exists():
         write_json(run_dir / MANIFEST_FILE, manifest_from_notebooks(run_dir))
     render_html(run_dir)
