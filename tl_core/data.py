@@ -317,23 +317,15 @@ def check_unlabelled_spec(spec: str | os.PathLike) -> str:
     """Check an unlabelled-text spec without reading it (as :func:`check_target_spec`): ``fdu:DOMAIN``, an Amazon
     domain that FDU-MTL has unlabelled text for, or an existing ``.txt`` / ``.csv`` / ``.tsv`` / ``.jsonl`` file
     (made absolute). Introduced in notebooks/07_fine_tuning.ipynb."""
-    if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"an unlabelled-text spec must be a str or path, got {type(spec).__name__}")
-    text_spec = os.fspath(spec)
+    text_spec = _spec_text(spec, "an unlabelled-text spec")
     if text_spec.startswith(("amazon:", "fdu:")) or text_spec == "sst2":
         canonical = check_target_spec(text_spec)
         if canonical == "sst2":
             raise ValueError("sst2 has no unlabelled text; give a .txt, .csv, .tsv or .jsonl file of your own")
         return canonical
-    path = Path(text_spec).expanduser()
-    if path.suffix.lower() not in UNLABELLED_FILE_SUFFIXES:
-        raise ValueError(f"unknown unlabelled text {text_spec!r}: expected fdu:DOMAIN, amazon:DOMAIN or the path of "
-                         f"a {', '.join(UNLABELLED_FILE_SUFFIXES)} file (.txt: one text per line; the others: a "
-                         "'text' column)")
-    if not path.is_file():
-        raise FileNotFoundError(f"unlabelled text file {path} does not exist (resolved from {text_spec!r} in "
-                                f"{Path.cwd()})")
-    return str(path.resolve())
+    return _users_file(text_spec, UNLABELLED_FILE_SUFFIXES, "unlabelled text file", (
+        f"unknown unlabelled text {text_spec!r}: expected fdu:DOMAIN, amazon:DOMAIN or the path of a "
+        f"{', '.join(UNLABELLED_FILE_SUFFIXES)} file (.txt: one text per line; the others: a 'text' column)"))
 
 
 def check_target_spec(spec: str | os.PathLike) -> str:
@@ -341,9 +333,7 @@ def check_target_spec(spec: str | os.PathLike) -> str:
     short domain name, ``fdu:<domain>``, ``sst2``, or a file path made absolute (relative paths are read from the
     current folder). Raises ValueError (unknown spec) or FileNotFoundError (no such file). The runner checks
     ``target`` with it before anything runs. Introduced in notebooks/01_data.ipynb."""
-    if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"target spec must be a str or path, got {type(spec).__name__}")
-    text_spec = os.fspath(spec)
+    text_spec = _spec_text(spec, "target spec")
     if text_spec.startswith("amazon:"):
         domain = text_spec.split(":", 1)[1]
         short = {folder: name for name, folder in AMAZON_DOMAINS.items()}.get(domain, domain)
@@ -359,15 +349,27 @@ def check_target_spec(spec: str | os.PathLike) -> str:
         return text_spec
     if text_spec == "sst2":
         return text_spec
+    return _users_file(text_spec, TARGET_FILE_SUFFIXES, "target file", (
+        f"unknown target {text_spec!r}: expected one of {', '.join('amazon:' + name for name in AMAZON_DOMAINS)}, "
+        f"fdu:DOMAIN (DOMAIN one of {', '.join(FDU_DOMAINS)}), sst2, or the path of a "
+        f"{', '.join(TARGET_FILE_SUFFIXES)} file with 'text' and 'label' columns"),
+        "; give the path of a file with 'text' and 'label' columns")
+
+
+def _spec_text(spec, what: str) -> str:
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a str or path, got {type(spec).__name__}")
+    return os.fspath(spec)
+
+
+def _users_file(text_spec: str, suffixes: tuple[str, ...], kind: str, unknown: str, needs: str = "") -> str:
+    """A user's file made absolute (relative paths are read from the current folder); ValueError (``unknown``) for
+    another suffix, FileNotFoundError for a file that is not there."""
     path = Path(text_spec).expanduser()
-    if path.suffix.lower() not in TARGET_FILE_SUFFIXES:
-        raise ValueError(f"unknown target {text_spec!r}: expected one of "
-                         f"{', '.join('amazon:' + name for name in AMAZON_DOMAINS)}, fdu:DOMAIN (DOMAIN one of "
-                         f"{', '.join(FDU_DOMAINS)}), sst2, or the path of a {', '.join(TARGET_FILE_SUFFIXES)} file "
-                         "with 'text' and 'label' columns")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(unknown)
     if not path.is_file():
-        raise FileNotFoundError(f"target file {path} does not exist (resolved from {text_spec!r} in "
-                                f"{Path.cwd()}); give the path of a {path.suffix} file with 'text' and 'label' columns")
+        raise FileNotFoundError(f"{kind} {path} does not exist (resolved from {text_spec!r} in {Path.cwd()}){needs}")
     return str(path.resolve())
 
 
