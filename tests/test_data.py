@@ -420,7 +420,8 @@ def test_tsv_is_read_without_quoting(tmp_path):
     ("open_quote.csv", 'text,label\n"Loved it, 10/10,1\nthe worst film" of the year,0\nok,1\nbad,0\n',
      r"open_quote.csv line 2: not a well-formed CSV row"),
     ("never_closed.csv", 'text,label\nok,1\n"never closed,0\n', r"never_closed.csv line 3: not a well-formed CSV row"),
-    ("extra.csv", "text,label\ngood,1\nbad, really bad,0\n", r"extra.csv line 3 has 3 fields but the header has 2.*quoted"),
+    ("extra.csv", "text,label\ngood,1\nbad, really bad,0\n",
+     r"extra.csv line 3 has 3 fields but the header has 2.*quoted"),
     ("extra.tsv", "text\tlabel\ngood\t1\nbad\t0\t0\n", r"extra.tsv line 3 has 3 fields but the header has 2.*use CSV"),
     ("short.tsv", "text\tlabel\ngood\t1\nbad\n", r"short.tsv line 3 has 1 fields"),
     ("twice.csv", "text,label,text\na,1,b\n", r"twice.csv line 1: the header names 'text' more than once"),
@@ -619,8 +620,9 @@ def test_fdu_domains_on_the_real_data(shared_data_dir, domain):
     unlabelled = data.load_unlabelled(f"fdu:{domain}", shared_data_dir)
     kept, dropped = data.drop_test_texts(unlabelled, split.test.texts)
     assert len(unlabelled) == 2000 and len(kept) == 2000 - dropped
-    # Every test review the README counts as copied into the unlabelled file is found (within two: it compares only
-    # the first 80 letters), and each copy of it there is dropped.
+    # The README counts distinct test texts with a copy in the unlabelled file by their first 80 letters and digits,
+    # a coarser rule than the whole text: it may find a couple more (an edited repost), never fewer; each copy found
+    # here is dropped.
     unlabelled_keys = {data.same_text_key(text) for text in unlabelled}
-    copied_tests = sum(data.same_text_key(text) in unlabelled_keys for text in split.test.texts)
-    assert abs(copied_tests - FDU_README[domain][1]) <= 2 and dropped >= copied_tests
+    copied_tests = {key for key in map(data.same_text_key, split.test.texts) if key in unlabelled_keys}
+    assert 0 <= FDU_README[domain][1] - len(copied_tests) <= 2 and dropped >= len(copied_tests)

@@ -19,11 +19,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
+
+from .data import check_related_specs, check_target_spec, check_unlabelled_spec, load_target, split_target
+from .paths import find_dataset
 
 
 class ParameterError(ValueError):
@@ -173,14 +177,10 @@ def _existing_folder(value):
 
 
 def _target(value):
-    from .data import check_target_spec
-
     check_target_spec(value)  # raises ValueError / FileNotFoundError with the message the user sees
 
 
 def _unlabelled(value):
-    from .data import check_unlabelled_spec
-
     check_unlabelled_spec(value)
 
 
@@ -244,22 +244,10 @@ RULES: dict[str, Rule] = {
 
 #: Values rewritten once they pass: paths made absolute from the folder the check runs in (notebooks run
 #: elsewhere), dataset specs in their canonical spelling.
-def _canonical_target(value):
-    from .data import check_target_spec
-
-    return check_target_spec(value)
-
-
-def _canonical_unlabelled(value):
-    from .data import check_unlabelled_spec
-
-    return check_unlabelled_spec(value)
-
-
 NORMALISERS: dict[str, Callable[[Any], Any]] = {
-    "target": _canonical_target,
-    "related_targets": lambda specs: [_canonical_target(spec) for spec in specs],
-    "unlabelled": _canonical_unlabelled,
+    "target": check_target_spec,
+    "related_targets": lambda specs: [check_target_spec(spec) for spec in specs],
+    "unlabelled": check_unlabelled_spec,
     "data_dir": lambda folder: str(Path(folder).expanduser().resolve()),
 }
 
@@ -303,8 +291,6 @@ def relation_problems(values: dict[str, Any]) -> list[str]:
                         "least one transfer strategy")
     target = values.get("target")
     if isinstance(target, str) and values.get("related_targets"):
-        from .data import check_related_specs
-
         try:
             check_related_specs(target, values["related_targets"])
         except ValueError as error:
@@ -326,9 +312,6 @@ def relation_problems(values: dict[str, Any]) -> list[str]:
 def pool_size(target: str, data_dir: str | os.PathLike | None = None) -> int | None:
     """How many labelled examples the pool of ``target`` holds (what ``n_labels`` may reach); None when its data
     is not here (a parameter check never downloads)."""
-    from .data import check_target_spec
-    from .paths import find_dataset
-
     spec = check_target_spec(target)
     dataset = {"amazon": "amazon", "fdu": "fdu", "sst2": "sst2"}.get(spec.partition(":")[0])
     if dataset is not None and find_dataset(dataset, data_dir) is None:
@@ -340,10 +323,6 @@ def pool_size(target: str, data_dir: str | os.PathLike | None = None) -> int | N
 
 @lru_cache(maxsize=32)
 def _pool_size(spec: str, data_dir: str | None, stamp: int) -> int:  # noqa: ARG001 (stamp keys the cache)
-    import warnings
-
-    from .data import load_target, split_target
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FDU-MTL dvd's repaired line: reported where the data is loaded for use
         return len(split_target(load_target(spec, data_dir)).pool)

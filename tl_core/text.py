@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .artifacts import VOCAB_FILE, CorruptArtifactError, read_json, require, write_json
+from .artifacts import VOCAB_FILE, CorruptArtifactError, read_json, require, write_json  # noqa: F401 (text.VOCAB_FILE)
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
