@@ -44,3 +44,37 @@ def test_require_names_the_notebook_to_run(tmp_path):
         artifacts.require(tmp_path / "vocab.json", produced_by="01_data.ipynb")
     (tmp_path / "vocab.json").write_text("{}")
     assert artifacts.require(tmp_path / "vocab.json", "01_data.ipynb") == tmp_path / "vocab.json"
+
+
+def test_artifacts_honour_the_umask(tmp_path):
+    """mkstemp makes 0600 files: a teacher's run directory could not be --reuse'd by students."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        artifacts.write_json(tmp_path / "shared.json", {"a": 1})
+        os.umask(0o077)
+        artifacts.write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_concurrent_metric_writers_keep_every_section(tmp_path):
+    """Two processes writing 200 sections each at the same time: all 400 stay (read-modify-write under a lock)."""
+    import subprocess
+    import sys
+
+    writer = ("import sys\nfrom tl_core.artifacts import update_metrics\n"
+              "for i in range(200):\n    update_metrics(sys.argv[1], f'{sys.argv[2]}{i}', {'i': i})\n")
+    processes = [subprocess.Popen([sys.executable, "-c", writer, str(tmp_path), prefix]) for prefix in ("a", "b")]
+    assert [process.wait(timeout=120) for process in processes] == [0, 0]
+    metrics = artifacts.read_json(tmp_path / "metrics.json")
+    assert len(metrics) == 400 and metrics["a199"] == {"i": 199} and metrics["b0"] == {"i": 0}
+
+
+def test_truncated_json_artifact_names_the_file(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"source": {"test_accuracy": 0.9')
+    with pytest.raises(artifacts.CorruptArtifactError, match=r"metrics.json is not valid JSON.*truncated"):
+        artifacts.read_json(tmp_path / "metrics.json")

@@ -5,6 +5,7 @@ Real-data tests use TL_DATA_DIR (the `shared_data_dir` fixture); the rest build 
 
 import io
 import json
+import re
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -39,9 +40,11 @@ def test_imdb_counts_labels_and_ratings(shared_data_dir):
 def test_imdb_duplicates_and_the_train_test_overlap(shared_data_dir):
     train, test = data.load_imdb("train", shared_data_dir), data.load_imdb("test", shared_data_dir)
     report = data.overlap_report(train, test)
-    assert (report.extra_copies_first, report.extra_copies_second, report.shared_texts) == (96, 199, 123)
+    # By the same-text rule (case, spacing and punctuation aside); byte-exact comparison found 96, 199 and 123.
+    assert (report.extra_copies_first, report.extra_copies_second, report.shared_texts) == (99, 203, 123)
     assert report.conflicting_labels == 0
-    assert all(text in train.texts and text in test.texts for text in report.examples)
+    train_keys = {data.same_text_key(text) for text in train.texts}
+    assert all(text in test.texts and data.same_text_key(text) in train_keys for text in report.examples)
 
 
 def test_load_imdb_returns_copies(shared_data_dir):
@@ -286,7 +289,7 @@ def test_tsv_and_jsonl_targets(tmp_path):
     ("blank.jsonl", "\n  \n", "is empty"),
     ("header_only.csv", "text,label\n", "has a header .* but no rows"),
     ("empty_text.csv", "text,label\n,1\n", "line 2: the text is missing or empty"),
-    ("short_row.csv", "text,label\nonly text\n", "labels must be binary.*None"),
+    ("short_row.csv", "text,label\nonly text\n", r"line 2 has 1 fields but the header has 2"),
     ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": oops}\n', "line 2 is not valid JSON"),
     ("list.jsonl", '["a", 1]\n', "line 1: expected a JSON object"),
 ])
@@ -399,3 +402,227 @@ def test_json_lines_numbers_and_booleans(tmp_path):
     rows = [{"text": "a", "label": True}, {"text": "b", "label": 0}, {"text": "c", "label": 1.0}]
     spec = write(tmp_path / "b.jsonl", "\n".join(json.dumps(row) for row in rows))
     assert data.load_target(spec).labels.tolist() == [1, 0, 1]
+
+
+# ------------------------------------------------------------------- user files: quoting, fields, encodings
+
+
+def test_tsv_is_read_without_quoting(tmp_path):
+    """An unclosed quote in TSV text must not swallow the next line (issue 24: 3 rows, the first labelled 0)."""
+    spec = write(tmp_path / "q.tsv", 'text\tlabel\n"Loved it, 10/10\t1\nthe worst film" of the year\t0\nok\t1\n'
+                                     'bad\t0\n')
+    dataset = data.load_target(spec)
+    assert dataset.texts == ['"Loved it, 10/10', 'the worst film" of the year', "ok", "bad"]
+    assert dataset.labels.tolist() == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("open_quote.csv", 'text,label\n"Loved it, 10/10,1\nthe worst film" of the year,0\nok,1\nbad,0\n',
+     r"open_quote.csv line 2: not a well-formed CSV row"),
+    ("never_closed.csv", 'text,label\nok,1\n"never closed,0\n', r"never_closed.csv line 3: not a well-formed CSV row"),
+    ("extra.csv", "text,label\ngood,1\nbad, really bad,0\n",
+     r"extra.csv line 3 has 3 fields but the header has 2.*quoted"),
+    ("extra.tsv", "text\tlabel\ngood\t1\nbad\t0\t0\n", r"extra.tsv line 3 has 3 fields but the header has 2.*use CSV"),
+    ("short.tsv", "text\tlabel\ngood\t1\nbad\n", r"short.tsv line 3 has 1 fields"),
+    ("twice.csv", "text,label,text\na,1,b\n", r"twice.csv line 1: the header names 'text' more than once"),
+    ("twice.tsv", "label\ttext\tlabel\n1\ta\t0\n", r"the header names 'label' more than once"),
+    ("twice.jsonl", '{"text": "a", "label": 1, "label": 0}\n', r"twice.jsonl line 1: the key 'label' is given twice"),
+])
+def test_malformed_rows_and_repeated_columns_are_errors(tmp_path, name, content, message):
+    with pytest.raises(DataFormatError, match=message):
+        data.load_target(write(tmp_path / name, content))
+
+
+def test_quoted_csv_fields_may_span_lines(tmp_path):
+    spec = write(tmp_path / "ok.csv", 'text,label\n"two\nlines, and ""quotes""",1\nplain,0\n')
+    assert data.load_target(spec).texts == ['two\nlines, and "quotes"', "plain"]
+
+
+@pytest.mark.parametrize("encoding, named", [("utf-16", "utf-16"), ("utf-16-be", "utf-16"), ("utf-32", "utf-32")])
+def test_a_byte_order_mark_names_its_encoding(tmp_path, encoding, named):
+    content = "text,label\ngood,1\nbad,0\n"
+    mark = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    spec = write(tmp_path / "wide.csv", mark + content.encode(encoding))
+    with pytest.raises(DataFormatError, match=rf"{named.upper()} byte-order mark.*encoding='{named}'") as error:
+        data.load_target(spec)
+    assert "latin-1" not in str(error.value)
+    assert data.load_target(spec, encoding=named).texts == ["good", "bad"]
+
+
+# ---------------------------------------------------------------------------------------- the same text
+
+
+@pytest.mark.parametrize("first, second", [
+    ("I don't like it, it's LOUD.", "i do n't like it , it 's loud ."),  # raw against PTB-tokenised
+    ("Great   pan!\nWorks well", "great pan ! works well"),
+    ("AT&amp;T said &quot;no&quot;<br />ok", 'AT&T said "no" ok'),
+    ("Caf\u00e9 na\u00efve", "CAF\u00c9 NA\u00cfVE"),
+])
+def test_the_same_text_rule_ignores_case_spacing_punctuation_and_tokenisation(first, second):
+    assert data.same_text_key(first) == data.same_text_key(second)
+
+
+@pytest.mark.parametrize("first, second", [
+    ("good pan", "good pans"), ("10/10", "1/010 no"), ("!!!", "???"), ("I loved it", "I hated it")])
+def test_the_same_text_rule_keeps_words_apart(first, second):
+    assert data.same_text_key(first) != data.same_text_key(second)
+
+
+def test_overlap_report_counts_by_the_same_text_rule():
+    first = TextDataset("a", ["Good pan.", "good  pan", "bad lid"], [1, 1, 0], ["0", "1", "2"])
+    second = TextDataset("b", ["GOOD PAN", "Bad lid!", "new"], [1, 1, 0], ["0", "1", "2"])
+    report = data.overlap_report(first, second)
+    assert (report.extra_copies_first, report.shared_texts, report.second_in_first) == (1, 2, 2)
+    assert report.conflicting_labels == 1 and report.examples == ["GOOD PAN", "Bad lid!"]
+
+
+def test_a_planted_test_review_is_dropped_from_unlabelled_text(tmp_path):
+    """The planted copy differs in case and spacing (and is raw where the test file is PTB-tokenised)."""
+    test_texts = ["the blender is loud , but it 's worth it .", "i do n't recommend this kettle ."]
+    unlabelled = tmp_path / "more.txt"
+    unlabelled.write_text("A nice knife set\nThe Blender is   LOUD, but it's worth it.\nsturdy pot\n")
+    kept, dropped = data.drop_test_texts(data.load_unlabelled(str(unlabelled)), test_texts)
+    assert kept == ["A nice knife set", "sturdy pot"] and dropped == 1
+
+
+# ------------------------------------------------------------------------------------------- FDU-MTL
+
+
+@pytest.mark.parametrize("tokenised, joined", [
+    ("i do n't know", "i don't know"),
+    ("i 'm sure it 's fine", "i'm sure it's fine"),
+    ("we ca n't and wo n't", "we can't and won't"),
+    ("they 're , we 've , you 'll , he 'd", "they're , we've , you'll , he'd"),
+    ("i 'm gon na buy it , i can not wait", "i'm gonna buy it , i cannot wait"),
+    ("he said `` wow '' twice", 'he said " wow " twice'),
+    ("the ' best ' pan and the '80s", "the ' best ' pan and the '80s"),  # quotes and years stay
+])
+def test_ptb_clitics_are_joined_back(tokenised, joined):
+    from tl_core.target_files import join_ptb_clitics
+
+    assert join_ptb_clitics(tokenised) == joined
+
+
+def test_joined_text_tokenizes_as_the_raw_text():
+    from tl_core.target_files import join_ptb_clitics
+    from tl_core.text import tokenize
+
+    raw = "I don't think it's great: I'm sure we can't and won't, \"they're gonna\" say it cannot work!"
+    ptb = ("i do n't think it 's great : i 'm sure we ca n't and wo n't , `` they 're gon na '' say it can not "
+           "work !")
+    assert tokenize(ptb) != tokenize(raw)
+    assert tokenize(join_ptb_clitics(ptb)) == tokenize(raw)
+
+
+def write_fdu(root: Path, domain: str, train: list[str] | bytes, test: list[str], unlabelled: list[str]) -> Path:
+    folder = root / "fdu-mtl"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{domain}.task.train").write_bytes(train if isinstance(train, bytes)
+                                                  else ("\n".join(train) + "\n").encode("utf-8"))
+    (folder / f"{domain}.task.test").write_text("\n".join(test) + "\n", encoding="utf-8")
+    (folder / f"{domain}.task.unlabel").write_text("\n".join(unlabelled) + "\n", encoding="utf-8")
+    return root
+
+
+def test_fdu_target_pool_and_fixed_test(tmp_path):
+    write_fdu(tmp_path, "music", ["1\ti do n't skip a track", "0\tnoise", "1\tGREAT  album !", "0\tdull"],
+              ["1\tgreat album !", "0\ta flat , tired record"], ["whatever"])
+    dataset = data.load_target("fdu:music", tmp_path)
+    split = data.split_target(dataset)
+    assert dataset.name == "fdu:music"
+    assert split.test.texts == ["great album !", "a flat , tired record"] and split.test.labels.tolist() == [1, 0]
+    assert split.pool.texts == ["i don't skip a track", "noise", "dull"]  # the test review's copy is left out
+    assert split.pool.ids == ["train/1", "train/2", "train/4"] and dataset.dropped_as_test == 1
+
+
+def test_fdu_line_that_is_not_utf8_is_decoded_with_replacement(tmp_path):
+    train = "1\tgood\n0\ta clich".encode() + b"\xef\xbf" + " of a film\n1\tfine\n0\tbad\n".encode()
+    write_fdu(tmp_path, "dvd", train, ["1\tnice", "0\tawful"], ["x"])
+    with pytest.warns(UserWarning, match=r"dvd.task.train: line 2 not valid UTF-8"):
+        dataset = data.load_target("fdu:dvd", tmp_path)
+    assert dataset.undecodable_lines == 1 and dataset.texts[1] == "a clich\ufffd of a film"
+    assert len(dataset) == 6
+
+
+def test_fdu_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown FDU-MTL domain 'kitchen'.*fdu:kitchen_housewares"):
+        data.load_target("fdu:kitchen", tmp_path)
+    write_fdu(tmp_path, "books", ["1\tgood", "2\tbad"], ["1\tok"], ["x"])
+    with pytest.raises(DataFormatError, match=r"books.task.train line 2: expected LABEL<TAB>TEXT"):
+        data.load_target("fdu:books", tmp_path)
+    with pytest.raises(DatasetNotFoundError):
+        data.load_target("fdu:music", tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------ unlabelled text
+
+
+def test_unlabelled_text_of_fdu_and_amazon_domains(tmp_path):
+    write_fdu(tmp_path, "kitchen_housewares", ["1\tgood", "0\tbad"], ["1\tok", "0\tno"],
+              ["I have an old beagle", "", "  A second review  "])
+    assert data.load_unlabelled("fdu:kitchen_housewares", tmp_path) == ["I have an old beagle", "A second review"]
+    assert data.load_unlabelled("amazon:kitchen", tmp_path) == ["I have an old beagle", "A second review"]
+    assert data.load_unlabelled("amazon:kitchen_&_housewares", tmp_path) == ["I have an old beagle",
+                                                                              "A second review"]
+
+
+@pytest.mark.parametrize("name, content", [
+    ("u.txt", "first text\n\nsecond, text\n"),
+    ("u.csv", 'id,text\n1,first text\n2,"second, text"\n'),
+    ("u.tsv", "text\tlabel\nfirst text\t1\nsecond, text\t0\n"),
+    ("u.jsonl", '{"text": "first text"}\n{"text": "second, text", "stars": 3}\n'),
+])
+def test_unlabelled_text_of_a_users_file(tmp_path, name, content):
+    assert data.load_unlabelled(write(tmp_path / name, content)) == ["first text", "second, text"]
+
+
+@pytest.mark.parametrize("name, content, error, message", [
+    ("none.txt", None, FileNotFoundError, r"unlabelled text file .*none.txt does not exist"),
+    ("cols.csv", "review,label\nx,1\n", DataFormatError, r"no column 'text'; columns found: \['review', 'label'\]"),
+    ("blank.txt", "\n \n", DataFormatError, r"blank.txt holds no text"),
+    ("empty.csv", "", DataFormatError, r"empty.csv holds no text"),
+    ("header.tsv", "text\tlabel\n", DataFormatError, r"header.tsv holds no text"),
+    ("words.docx", "x", ValueError, r"unknown unlabelled text .*words.docx"),
+])
+def test_unlabelled_text_errors(tmp_path, name, content, error, message):
+    spec = write(tmp_path / name, content) if content is not None else str(tmp_path / name)
+    with pytest.raises(error, match=message):
+        data.load_unlabelled(spec)
+
+
+def test_sst2_has_no_unlabelled_text():
+    with pytest.raises(ValueError, match="sst2 has no unlabelled text"):
+        data.load_unlabelled("sst2")
+
+
+FDU_README = {  # ../shared/data/README.md, section 4: test reviews with a copy in the train / unlabelled file,
+    # counted there by the first 80 letters and digits of each text
+    "apparel": (6, 12), "books": (7, 7), "camera_photo": (66, 65), "dvd": (14, 9), "electronics": (11, 52),
+    "health_personal_care": (30, 25), "kitchen_housewares": (9, 13), "magazines": (163, 135), "music": (9, 5),
+    "video": (66, 36)}
+
+
+@pytest.mark.parametrize("domain", sorted(FDU_README))
+def test_fdu_domains_on_the_real_data(shared_data_dir, domain):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dvd's one undecodable line: checked below
+        dataset = data.load_target(f"fdu:{domain}", shared_data_dir)
+    split = data.split_target(dataset)
+    assert len(split.test) == 400 and 183 <= split.test.labels.sum() <= 217
+    assert len(split.pool) + dataset.dropped_as_test == {"camera_photo": 1597, "electronics": 1598,
+                                                         "magazines": 1570}.get(domain, 1600)
+    assert dataset.undecodable_lines == (1 if domain == "dvd" else 0)
+    test_keys = {data.same_text_key(text) for text in split.test.texts}
+    assert not any(data.same_text_key(text) in test_keys for text in split.pool.texts)
+    assert not any(re.search(r"\w (n't|'s|'m|'re|'ve|'ll|'d)(?![\w'])", text) for text in dataset.texts)
+    unlabelled = data.load_unlabelled(f"fdu:{domain}", shared_data_dir)
+    kept, dropped = data.drop_test_texts(unlabelled, split.test.texts)
+    assert len(unlabelled) == 2000 and len(kept) == 2000 - dropped
+    # The README counts distinct test texts with a copy in the unlabelled file by their first 80 letters and digits,
+    # a coarser rule than the whole text: it may find a couple more (an edited repost), never fewer; each copy found
+    # here is dropped.
+    unlabelled_keys = {data.same_text_key(text) for text in unlabelled}
+    copied_tests = {key for key in map(data.same_text_key, split.test.texts) if key in unlabelled_keys}
+    assert 0 <= FDU_README[domain][1] - len(copied_tests) <= 2 and dropped >= len(copied_tests)

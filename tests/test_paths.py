@@ -120,5 +120,24 @@ def test_unpacked_download_checks_the_known_files(isolated, monkeypatch):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="known datasets: imdb, amazon, sst2"):
+    with pytest.raises(ValueError, match="known datasets: imdb, amazon, sst2, fdu"):
         paths.dataset_path("mnist")
+
+
+def test_fdu_mtl_is_taken_from_its_folder_inside_the_repository_archive(isolated, monkeypatch):
+    """FDU-MTL is published inside a code repository: only data/fdu-mtl/ of its archive becomes fdu-mtl/."""
+    content = b"1\tgood\n"
+    folder = "man-abc/data/fdu-mtl"
+    archive = make_tar_gz(isolated / "upstream.tar.gz", {f"{folder}/books.task.train": content,
+                                                         "man-abc/train.py": b"print('code')"})
+    fake_source(monkeypatch, "fdu", url=archive.as_uri(), archive_folder=folder,
+                files_sha256={"books.task.train": hashlib.sha256(content).hexdigest()})
+    path = paths.dataset_path("fdu")
+    assert path == isolated / "cache" / "fdu-mtl" and sorted(p.name for p in path.iterdir()) == ["books.task.train"]
+    assert (path / "books.task.train").read_bytes() == content
+
+
+def test_the_fdu_checksums_match_the_shared_copy(shared_data_dir):
+    for relative, expected in paths.DATASETS["fdu"].files_sha256.items():
+        paths.verify_checksum(shared_data_dir / "fdu-mtl" / relative, f"sha256:{expected}")
+    assert len(paths.DATASETS["fdu"].files_sha256) == 30

@@ -251,3 +251,239 @@ def test_target_is_checked_and_a_relative_path_made_absolute(tmp_path, monkeypat
     assert planned.notebook_parameters["05_target"]["target"] == str(tmp_path / "mine.csv")
     assert run.plan("quick", {"target": "amazon:kitchen_&_housewares"}, run_dir=tmp_path / "o",
                     notebooks_dir=notebooks).parameters["target"] == "amazon:kitchen"
+
+
+# ------------------------------------------------------------------------------------------- resuming
+
+
+def test_a_notebook_whose_kernel_died_runs_again_on_resume(course, tmp_path):
+    """As the out-of-memory killer does: the kernel dies in 01's cell. papermill still marks the copy finished
+    without an exception; the rerun must not skip it."""
+    write_notebook(course / "01_second.ipynb", 'run_dir = "x"\nseed = 0',
+                   body="import os, pathlib, signal\nmarker = pathlib.Path(run_dir, 'died-once')\n"
+                        "if not marker.exists():\n    marker.write_text('x')\n"
+                        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+                        "pathlib.Path(run_dir, 'second.txt').write_text('done')")
+    out = tmp_path / "out"
+    with pytest.raises(Exception):
+        run.execute(run.plan("quick", run_dir=out, notebooks_dir=course), log=quiet)
+    assert json.loads((out / "run.json").read_text())["notebooks"]["01_second"]["status"] == "failed"
+    lines = []
+    run.execute(run.plan("quick", run_dir=out, notebooks_dir=course), log=lambda text, end="": lines.append(text))
+    assert lines[0] == "[1/2] 00_first: complete already, skipped"
+    assert lines[1].startswith("[2/2] 01_second (again: failed last time)") and lines[2].startswith("done in")
+    assert (out / "second.txt").read_text() == "done"
+
+
+def test_a_copy_with_a_cell_that_never_ran_is_not_complete(course, tmp_path):
+    """The record alone is not enough either: a copy whose last cell has no reply (papermill marks such cells
+    completed anyway) runs again."""
+    import nbformat as nbf
+
+    out = tmp_path / "out"
+    planned = run.plan("quick", run_dir=out, notebooks_dir=course)
+    run.execute(planned, log=quiet)
+    nb = planned.notebooks[1]
+    assert run.executed_status(out, nb, planned.notebook_parameters[nb.stem]) == "complete"
+    executed = nbf.read(out / nb.path.name, as_version=4)
+    del executed.cells[-1].metadata["execution"]["shell.execute_reply"]
+    nbf.write(executed, out / nb.path.name)
+    assert run.executed_status(out, nb, planned.notebook_parameters[nb.stem]) == "incomplete"
+
+
+def test_ctrl_c_prints_one_line_and_the_notebook_runs_again(course, tmp_path):
+    """Ctrl-C in a terminal signals the runner's process group (the kernel has a session of its own): one line
+    says what stopped and how to resume, no traceback; the next run does the notebook again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_notebook(course / "00_first.ipynb", 'run_dir = "x"\nseed = 0',
+                   body="import pathlib, time\nmarker = pathlib.Path(run_dir, 'interrupted-once')\n"
+                        "if not marker.exists():\n    marker.write_text('x')\n    for _ in range(1200):\n"
+                        "        time.sleep(0.1)\npathlib.Path(run_dir, 'first.txt').write_text('done')")
+    out = tmp_path / "out"
+    arguments = ["--notebooks", str(course), "--run-dir", str(out), "--only", "00"]
+    process = subprocess.Popen([sys.executable, "-m", "tl_core.run", *arguments], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "interrupted-once").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130
+    lines = [line for line in errors.splitlines() if line.strip()]
+    assert len(lines) == 1, errors
+    assert lines[0].startswith("interrupted: 00_first stopped after") and "Resume with: python -m tl_core.run" in (
+        lines[0]) and str(out) in lines[0]
+    assert json.loads((out / "run.json").read_text())["notebooks"]["00_first"]["status"] == "interrupted"
+    assert not (out / "first.txt").exists()
+    assert run.main(arguments) == 0
+    assert (out / "first.txt").read_text() == "done"
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+def test_sweep_values_that_read_alike_get_folders_of_their_own():
+    folders = run.sweep_folders({"target": ["/d/a b.csv", "/d/a-b.csv", "amazon:books"], "n_labels": [100]})
+    assert len(set(folders)) == 3
+    assert folders[2] == "n_labels=100__target=amazon-books"  # a readable name stays where nothing collides
+    assert all(folder.startswith("n_labels=100__target=d-a-b.csv-") for folder in folders[:2])
+    assert len(set(f.lower() for f in run.sweep_folders({"name": ["Big", "big"]}))) == 2  # case-blind disks
+    unreadable = run.sweep_folders({"name": ["///"]})[0]
+    assert unreadable.startswith("name=") and len(unreadable) > len("name=")  # a value that reads as nothing
+
+
+def test_colliding_sweep_values_run_in_two_folders_and_dry_run_names_the_same(course, tmp_path, capsys):
+    arguments = ["--notebooks", str(course), "--only", "00", "--run-dir", str(tmp_path / "sweep"),
+                 "--sweep", "name=a b,a-b"]
+    assert run.main([*arguments, "--dry-run"]) == 0
+    commands = capsys.readouterr().out.strip().splitlines()
+    assert run.main(arguments) == 0
+    assert "2 of 2 runs complete" in capsys.readouterr().out
+    folders = sorted(path for path in (tmp_path / "sweep").iterdir())
+    assert len(folders) == 2
+    assert sorted(folder.joinpath("artifact.txt").read_text() for folder in folders) == ["a b-0", "a-b-0"]
+    for folder in folders:
+        assert sum(f"{folder}/00_first.ipynb" in command for command in commands) == 1
+
+
+def test_list_parameters_can_be_swept(course, tmp_path, capsys):
+    write_notebook(course / "02_grid.ipynb", 'run_dir = "x"\ngrid = [1, 2]',
+                   body="import json, pathlib\npathlib.Path(run_dir, 'grid.json').write_text(json.dumps(grid))")
+    assert run.parse_sweep(["grid=[1, 2],[3]", "name=x"]) == {"grid": [[1, 2], [3]], "name": ["x"]}
+    assert run.main(["--notebooks", str(course), "--only", "02", "--run-dir", str(tmp_path / "s"),
+                     "--sweep", "grid=[1,2],[3]"]) == 0
+    assert "2 of 2 runs complete" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s" / "grid=3" / "grid.json").read_text()) == [3]
+    assert json.loads((tmp_path / "s" / "grid=1-2" / "grid.json").read_text()) == [1, 2]
+    with pytest.raises(run.ParameterError, match="not closed"):
+        run.parse_sweep(["grid=[1,2"])
+
+
+# ------------------------------------------------------------------------------------ parameter checks
+
+
+def test_numbers_in_scientific_notation_are_numbers(course, tmp_path):
+    assert run.parse_value("1e-3") == 0.001 and run.parse_value("2E5") == 200000.0
+    assert run.parse_value("[1e-3, 5e-4]") == [0.001, 0.0005] and run.parse_value("1.5e-3") == 0.0015
+    assert run.parse_value("1e3x") == "1e3x"
+    assert run.plan("quick", {"rate": run.parse_value("1e-3")}, run_dir=tmp_path / "o",
+                    notebooks_dir=course).parameters == {"rate": 0.001}
+    (course / "params" / "full.yaml").write_text("rate: 5e-4\n")
+    assert run.plan("full", run_dir=tmp_path / "o", notebooks_dir=course).parameters == {"rate": 0.0005}
+
+
+@pytest.fixture
+def transfer_course(tmp_path):
+    """One notebook with the course's transfer parameters and a user's CSV target of 100 rows (a pool of 80)."""
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "params").mkdir(parents=True)
+    (notebooks / "params" / "quick.yaml").write_text("")
+    target = tmp_path / "target.csv"
+    target.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(100)))
+    write_notebook(notebooks / "06_grid.ipynb",
+                   f'run_dir = "x"\ntarget = "{target}"\nn_labels = 20\nn_labels_grid = [10, 20]\n'
+                   'multiplier_n_labels = 10\nseeds = [1, 2]\nhidden_size = 8\nsource_epochs = 2\nsource_lr = 0.002\n'
+                   'val_fraction = 0.1\nembedding_dropout = 0.3\ntransfer_batch_size = 16\nseed = 0\n'
+                   'strategies = ["scratch", "finetune"]')
+    return notebooks
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"hidden_size": 0}, r"hidden_size=0: must be a whole number >= 1"),
+    ({"source_epochs": -3}, r"source_epochs=-3: must be a whole number >= 1"),
+    ({"val_fraction": 1.5}, r"val_fraction=1.5: must be in \(0, 1\)"),
+    ({"val_fraction": 0}, r"val_fraction=0: must be in \(0, 1\)"),
+    ({"embedding_dropout": 1.0}, r"embedding_dropout=1.0: must be in \[0, 1\)"),
+    ({"transfer_batch_size": 0}, r"transfer_batch_size=0: must be a whole number >= 1"),
+    ({"source_lr": 0.0}, r"source_lr=0.0: must be in \(0, inf\)"),
+    ({"seed": -1}, r"seed=-1: must be a whole number >= 0"),
+    ({"seeds": [1, 1]}, r"seeds=\[1, 1\]: names 1 twice"),
+    ({"seeds": []}, r"seeds=\[\]: must be a non-empty list"),
+    ({"n_labels_grid": [10, 0]}, r"n_labels_grid=\[10, 0\]: 0 must be a whole number >= 1"),
+    ({"n_labels": 100000}, r"n_labels: 100000 labels, but the pool of .*target.csv holds 80 labelled examples"),
+    ({"n_labels_grid": [10, 81]}, r"n_labels_grid: 81 labels, but the pool .* holds 80"),
+    ({"multiplier_n_labels": 30}, r"multiplier_n_labels=30 must be one of n_labels_grid=\[10, 20\]"),
+    ({"strategies": ["finetune"]}, r"strategies=\['finetune'\] must hold 'scratch'"),
+])
+def test_ranges_and_relations_are_checked_before_anything_runs(transfer_course, tmp_path, overrides, message):
+    with pytest.raises(run.ParameterError, match=message):
+        run.plan("quick", overrides, run_dir=tmp_path / "out", notebooks_dir=transfer_course)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_label_count_the_pool_gives_passes(transfer_course, tmp_path):
+    planned = run.plan("quick", {"n_labels": 80, "n_labels_grid": [10, 80], "source_lr": 1e-3},
+                       run_dir=tmp_path / "o", notebooks_dir=transfer_course)
+    assert planned.parameters["n_labels"] == 80
+
+
+def test_notebooks_and_functions_check_the_same_rules(tmp_path):
+    from tl_core import parameters
+
+    target = tmp_path / "t.csv"
+    target.write_text("text,label\n" + "".join(f"r {i},{i % 2}\n" for i in range(10)))
+    assert parameters.check({"target": str(target), "n_labels": 8, "target_val_fraction": 0.2}) == {
+        "target": str(target.resolve()), "n_labels": 8, "target_val_fraction": 0.2}
+    with pytest.raises(parameters.ParameterError, match=r"target_val_fraction=1: must be in \(0, 1\)"):
+        parameters.check({"target_val_fraction": 1})
+    with pytest.raises(parameters.ParameterError, match=r"n_labels: 9 labels, but the pool"):
+        parameters.check({"target": str(target), "n_labels": 9})
+    with pytest.raises(parameters.ParameterError, match=r"cannot be its own related data"):
+        parameters.check({"related_targets": ["amazon:books"]}, defaults={"target": "fdu:books"})
+
+
+def test_a_malformed_target_file_is_refused_before_anything_runs(transfer_course, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('text,label\n"never closed,1\nok,0\n')
+    with pytest.raises(run.ParameterError, match=r"bad.csv line 2: not a well-formed CSV row"):
+        run.plan("quick", {"target": str(bad)}, run_dir=tmp_path / "out", notebooks_dir=transfer_course)
+
+
+def test_fdu_targets_are_valid_specs(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    (notebooks / "params").mkdir(parents=True)
+    (notebooks / "params" / "quick.yaml").write_text("")
+    write_notebook(notebooks / "05_target.ipynb", 'run_dir = "x"\ntarget = "amazon:kitchen"  # a target spec')
+    assert run.plan("quick", {"target": "fdu:magazines"}, run_dir=tmp_path / "o",
+                    notebooks_dir=notebooks).parameters["target"] == "fdu:magazines"
+    with pytest.raises(run.ParameterError, match=r"unknown FDU-MTL domain 'toys'"):
+        run.plan("quick", {"target": "fdu:toys"}, run_dir=tmp_path / "o", notebooks_dir=notebooks)
+
+
+# ------------------------------------------------------------------------------- folders and the course
+
+
+def test_run_dir_naming_a_file_is_a_clear_error(course, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    for run_dir in (tmp_path / "taken", tmp_path / "taken" / "below"):
+        assert run.main(["--notebooks", str(course), "--run-dir", str(run_dir)]) == 2
+        error = capsys.readouterr().err
+        assert f"{tmp_path / 'taken'} is a file, not a folder" in error and "failed" not in error
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_report_of_a_mistyped_path_is_an_error_and_creates_nothing(course, tmp_path, capsys):
+    assert run.main(["report", str(tmp_path / "runs" / "quikc")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    run.execute(run.plan("quick", run_dir=tmp_path / "good", notebooks_dir=course), log=quiet)
+    assert run.main(["report", str(tmp_path / "good")]) == 0
+
+
+def test_the_course_is_found_from_the_current_folder(course, tmp_path, tmp_path_factory, monkeypatch, capsys):
+    from tl_core.course import CourseNotFoundError, find_notebooks
+
+    monkeypatch.chdir(course / "params")  # anywhere inside the course
+    assert find_notebooks() == course
+    assert [nb.stem for nb in run.discover_notebooks()] == ["00_first", "01_second"]
+    assert run.plan("quick").run_dir == tmp_path / "runs" / "quick"  # beside notebooks/, not beside tl_core
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))  # outside the course
+    with pytest.raises(CourseNotFoundError, match=r"no course found: neither .*elsewhere0 nor a folder above it"):
+        find_notebooks()
+    assert run.main(["params"]) == 2 and "--notebooks" in capsys.readouterr().err
+    assert find_notebooks(tmp_path) == course  # the course folder given works as well as its notebooks/

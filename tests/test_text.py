@@ -115,6 +115,18 @@ def test_vocab_load_errors(tmp_path):
         Vocab.load(tmp_path / "other.json")
 
 
+def test_truncated_vocabulary_file_names_the_file(tmp_path):
+    path = Vocab.build(CORPUS, min_freq=1).save(tmp_path / text.VOCAB_FILE)
+    path.write_bytes(path.read_bytes()[:40])  # as a full disk or a killed copy leaves it
+    with pytest.raises(ValueError, match=r"vocab.json is not valid JSON"):
+        Vocab.load(path)
+    whole = json.loads(Vocab.build(CORPUS, min_freq=1).save(tmp_path / "v2.json").read_text())
+    del whole["counts"]
+    (tmp_path / "v2.json").write_text(json.dumps(whole))
+    with pytest.raises(ValueError, match=r"v2.json lacks counts"):
+        Vocab.load(tmp_path / "v2.json")
+
+
 def test_vocab_coverage_and_fingerprint():
     vocab = Vocab.build(CORPUS, min_freq=2, max_size=None)
     assert vocab.coverage([["the", "film", "is", "bad"]]) == 0.5
@@ -190,6 +202,15 @@ def test_make_loader_yields_padded_batches():
     assert sorted(seen) == [(1, 0.0), (2, 0.0), (3, 1.0), (3, 1.0)]
     unlabelled = text.make_loader(numericalize(texts, vocab, max_len=3), None, batch_size=4, shuffle=False)
     assert torch.isnan(next(iter(unlabelled))[2]).all()
+
+
+@pytest.mark.parametrize("labels, shown", [([1, 0, 2, 0], r"2 \(text 2\)"), ([-1, 0, 1, 0], r"-1 \(text 0\)"),
+                                           ([0.5, 0, 1, 0], r"0.5 \(text 0\)")])
+def test_make_loader_refuses_labels_that_are_not_binary(labels, shown):
+    vocab = Vocab.build(CORPUS, min_freq=1, max_size=None)
+    encoded = numericalize(["good", "bad", "fine", "meh"], vocab, max_len=3)
+    with pytest.raises(ValueError, match="labels must be 0 or 1.*got " + shown):
+        text.make_loader(encoded, labels, batch_size=2, shuffle=False)
 
 
 def test_the_docstring_example_is_true():

@@ -7,7 +7,7 @@ import torch
 from tl_core import train
 from tl_core.models import ModelConfig, SentimentLSTM
 
-VOCAB = ["<pad>", "<unk>"] + [f"w{i}" for i in range(40)]
+VOCAB = ["<pad>", "<unk>", "<eos>"] + [f"w{i}" for i in range(1, 40)]  # the specials, then w1..w39 (ids 3..41)
 GOOD, BAD = 5, 6  # the tokens that decide the synthetic label
 
 
@@ -139,6 +139,29 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(train.CheckpointMismatchError, match="not a readable checkpoint"):
         train.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_checkpoint_with_the_format_tag_but_missing_keys(tmp_path):
+    model, _, _ = train_once(epochs=1)
+    payload = torch.load(train.save_checkpoint(tmp_path / "whole.pt", model, VOCAB), weights_only=True)
+    del payload["state_dict"]
+    torch.save(payload, tmp_path / "partial.pt")
+    with pytest.raises(train.CheckpointMismatchError, match=r"partial.pt says it is a .* but lacks state_dict"):
+        train.load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_config_and_weights_that_disagree_are_a_checkpoint_mismatch(tmp_path):
+    model, _, _ = train_once(epochs=1)
+    payload = torch.load(train.save_checkpoint(tmp_path / "whole.pt", model, VOCAB), weights_only=True)
+    payload["model_config"]["hidden_size"] *= 2  # the config says 32 units, the weights hold 16
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(train.CheckpointMismatchError,
+                       match=r"edited.pt: the weights do not fit .*lstm.weight_hh_l0: checkpoint \(64, 16\) vs model "
+                             r"\(128, 32\)"):
+        train.model_from_checkpoint(tmp_path / "edited.pt", VOCAB)
+    with pytest.raises(train.CheckpointMismatchError, match=r"whole.pt: the weights do not fit .*"
+                                                            r"_l1 missing from the checkpoint"):
+        train.model_from_checkpoint(tmp_path / "whole.pt", VOCAB, num_layers=2)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tl_core import train, transfer
+from tl_core import data, train, transfer
 from tl_core.models import ModelConfig, SentimentLSTM
 from test_train import BAD, GOOD, VOCAB, loader, synthetic_reviews
 
@@ -321,7 +321,7 @@ def test_pseudo_label_takes_the_surest_of_each_class(tiny_task):
     from tl_core.data import TextDataset
 
     vocab = tiny_task.vocab
-    words = [w for w in vocab.itos[2:12]]
+    words = vocab.itos[3:13]  # ten words after the specials
     probability = np.full(len(vocab), 0.5, dtype=np.float32)
     # ten texts whose P(positive) is 0.05, 0.15, ..., 0.95: the surest negatives are the first, positives the last
     for index, word in enumerate(words):
@@ -664,6 +664,9 @@ def test_related_specs_are_the_other_amazon_domains():
     assert transfer.related_specs("amazon:kitchen") == ["amazon:books", "amazon:dvd", "amazon:electronics"]
     assert transfer.related_specs("amazon:kitchen_&_housewares") == transfer.related_specs("amazon:kitchen")
     assert transfer.related_specs("sst2") == [f"amazon:{d}" for d in ("books", "dvd", "electronics", "kitchen")]
+    # an FDU-MTL domain holds the same reviews as its Amazon counterpart: that one is no related data either
+    assert transfer.related_specs("fdu:kitchen_housewares") == transfer.related_specs("amazon:kitchen")
+    assert transfer.related_specs("fdu:music") == transfer.related_specs("sst2")
 
 
 def test_accuracy_interval_is_wilsons():
@@ -691,6 +694,9 @@ def test_related_specs_are_checked_against_the_target():
         transfer.check_related_specs("amazon:kitchen", ["amazon:books", "amazon:kitchen_&_housewares"])
     with pytest.raises(ValueError, match="no related datasets given"):
         transfer.check_related_specs("amazon:kitchen", [])
+    with pytest.raises(ValueError, match="'fdu:books' cannot be its own related data"):
+        transfer.check_related_specs("fdu:books", ["amazon:books"])
+    assert transfer.check_related_specs("fdu:apparel", ["amazon:books"]) == ["amazon:books"]
 
 
 def write_rows(path, rows):
@@ -712,8 +718,8 @@ def test_related_data_never_holds_a_target_text(tiny_task, tmp_path):
     second = write_rows(tmp_path / "second.csv", rows[20:])
     related, dropped = transfer.related_data(tiny_task, [first, second])
     assert dropped == 2 and len(related) == 40
-    keys = {transfer._same_text_key(t) for t in [*tiny_task.split.test.texts, *tiny_task.split.pool.texts]}
-    assert not {transfer._same_text_key(t) for t in related.texts} & keys
+    keys = {data.same_text_key(t) for t in [*tiny_task.split.test.texts, *tiny_task.split.pool.texts]}
+    assert not {data.same_text_key(t) for t in related.texts} & keys
     assert sorted(related.texts) == sorted(text for text, _ in rows[2:])
     assert all(id_.startswith((first, second)) for id_ in related.ids) and len(set(related.ids)) == 40
     capped, _ = transfer.related_data(tiny_task, [first, second], limit=10, seed=3)

@@ -6,127 +6,58 @@ and quirks of each file are described in ``../shared/data/README.md`` on the cou
 - :func:`load_imdb` — ``train`` / ``test`` / ``unsup`` of the Large Movie Review Dataset (Maas et al. 2011), read
   from ``aclImdb_v1.tar.gz`` in one streaming pass (the three splits of a pass are kept for the rest of the
   process, so asking for a second split costs nothing) or from an extracted ``aclImdb/`` folder.
-- :func:`load_target` — ``amazon:books|dvd|electronics|kitchen`` (Blitzer et al. 2007), ``sst2`` (GLUE), or the
-  path of a ``.csv`` / ``.tsv`` / ``.jsonl`` file with a ``text`` and a ``label`` column.
+- :func:`load_target` — ``amazon:books|dvd|electronics|kitchen`` (Blitzer et al. 2007), ``sst2`` (GLUE),
+  ``fdu:DOMAIN`` (ten FDU-MTL domains, Liu et al. 2017), or the path of a ``.csv`` / ``.tsv`` / ``.jsonl`` file
+  with a ``text`` and a ``label`` column; :func:`load_unlabelled` — unlabelled text of a target domain.
+- :func:`same_text_key` — the one rule for "the same text": :func:`overlap_report` and :func:`drop_test_texts`
+  (no test review reaches training through unlabelled text) use it.
 - :func:`train_val_split` (stratified, seeded); for targets :func:`split_target` (a fixed stratified test split
   and a labelled pool) and :func:`draw_labels` (``n_labels`` examples of the pool, stratified, per seed).
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
-import json
 import os
 import re
 import tarfile
+import unicodedata
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .dataset import LABEL_NAMES, DataFormatError, TextDataset  # noqa: F401 (data.TextDataset, as notebooks use it)
 from .paths import dataset_path
-from .text import gc_paused
+from .tables import TARGET_FILE_SUFFIXES, UNLABELLED_FILE_SUFFIXES, load_table_target, read_texts
+from .target_files import FDU_DOMAINS, load_amazon, load_fdu, load_fdu_unlabelled, load_sst2
+from .text import clean_text, gc_paused
 
 IMDB_SPLITS = ("train", "test", "unsup")
 #: The published sizes of the IMDB splits (the tests check them on the real data).
 IMDB_COUNTS = {"train": 25_000, "test": 25_000, "unsup": 50_000}
 #: Spec suffix of ``amazon:<domain>`` -> folder in ``sorted_data_acl/``.
 AMAZON_DOMAINS = {"books": "books", "dvd": "dvd", "electronics": "electronics", "kitchen": "kitchen_&_housewares"}
-TARGET_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+#: Spec suffix of ``amazon:<domain>`` -> the FDU-MTL domain of the same product type (its unlabelled text).
+AMAZON_TO_FDU = {"books": "books", "dvd": "dvd", "electronics": "electronics", "kitchen": "kitchen_housewares"}
 #: Share of a target held out as its fixed test split: 400 of an Amazon domain's 2,000 reviews, the 1,600/400
 #: protocol of Blitzer et al. (2007), which leaves a pool of 1,600 for the label-efficiency curve.
 TARGET_TEST_FRACTION = 0.2
 #: The test split of a target does not change with the training seed: it is always drawn with this one.
 TEST_SPLIT_SEED = 0
 
-LABEL_NAMES = {0: "negative", 1: "positive"}
-_LABEL_WORDS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1}
 _IMDB_MEMBER = re.compile(r"(?:\./)?aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt")
-
-
-class DataFormatError(ValueError):
-    """A data file is not what its loader expects; the message names the file, the problem and the fix."""
 
 
 class CorruptArchiveError(DataFormatError):
     """An archive is truncated or damaged."""
 
 
-@dataclass
-class TextDataset:
-    """Texts with their labels and what else the source says about them. Introduced in 01_data.
-
-    ``labels`` is an int64 array (1 = positive, 0 = negative) or None for unlabelled texts (IMDB ``unsup``);
-    ``ratings`` the stars (IMDB 1-10, Amazon 1-5) or None; ``titles`` the review titles (Amazon) or None;
-    ``fixed_test`` the indices of a published labelled test set that :func:`split_target` uses instead of a
-    random one (SST-2: the GLUE dev set).
-    """
-
-    name: str  # "imdb:train", "amazon:kitchen", "sst2", or the file name of a user's target
-    texts: list[str]
-    labels: np.ndarray | None
-    ids: list[str]  # unique within the dataset, e.g. "train/pos/123" (IMDB split/folder/file id)
-    ratings: np.ndarray | None = None
-    titles: list[str] | None = None
-    fixed_test: np.ndarray | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        count = len(self.texts)
-        if len(self.ids) != count:
-            raise ValueError(f"{self.name}: {len(self.ids)} ids for {count} texts")
-        if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.int64)
-            if self.labels.shape != (count,):
-                raise ValueError(f"{self.name}: labels of shape {self.labels.shape} for {count} texts")
-            if count and not np.isin(self.labels, (0, 1)).all():
-                raise ValueError(f"{self.name}: labels must be 0 or 1, got {sorted(set(self.labels.tolist()))}")
-        if self.ratings is not None:
-            self.ratings = np.asarray(self.ratings, dtype=np.int64)
-            if self.ratings.shape != (count,):
-                raise ValueError(f"{self.name}: ratings of shape {self.ratings.shape} for {count} texts")
-        if self.titles is not None and len(self.titles) != count:
-            raise ValueError(f"{self.name}: {len(self.titles)} titles for {count} texts")
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __repr__(self) -> str:
-        balance = f", labels {self.label_counts()}" if self.labels is not None else ", unlabelled"
-        return f"TextDataset({self.name!r}, {len(self):,} texts{balance})"
-
-    @property
-    def is_labelled(self) -> bool:
-        return self.labels is not None
-
-    def label_counts(self) -> dict[int, int]:
-        """How many negative (0) and positive (1) texts."""
-        self._need_labels("label_counts")
-        return {label: int((self.labels == label).sum()) for label in (0, 1)}
-
-    def subset(self, indices, name: str | None = None) -> "TextDataset":
-        """The texts at ``indices`` (in that order), with everything that belongs to them."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        pick = indices.tolist()
-        return TextDataset(
-            name=name or self.name,
-            texts=[self.texts[i] for i in pick],
-            labels=self.labels[indices] if self.labels is not None else None,
-            ids=[self.ids[i] for i in pick],
-            ratings=self.ratings[indices] if self.ratings is not None else None,
-            titles=[self.titles[i] for i in pick] if self.titles is not None else None,
-        )
-
-    def _need_labels(self, what: str) -> None:
-        if self.labels is None:
-            raise ValueError(f"{what} needs labels, but {self.name} is unlabelled")
-
-
 # --------------------------------------------------------------------------------------------------- IMDB
+
 
 
 def load_imdb(split: str, data_dir: str | os.PathLike | None = None) -> TextDataset:
@@ -251,9 +182,25 @@ def _imdb_datasets(reviews: list[tuple[str, str, int, int, str]], path: Path) ->
     return datasets
 
 
+# ------------------------------------------------------------------------------------- the same text
+
+
+def same_text_key(text: str) -> str:
+    """The course's one rule for "the same text": two texts are the same when their keys are equal. The key keeps
+    only letters and digits, case-folded, after the tokenizer's cleaning (HTML entities, ``<br />``) and Unicode
+    NFKC normalisation, so case, spacing, punctuation and its spacing, and PTB tokenisation (FDU-MTL's ``do n't``
+    against a raw ``Don't``) do not matter. A text without letters or digits keys on itself, spaces collapsed.
+    Used by :func:`overlap_report`, :func:`drop_test_texts` and transfer's related data. Introduced in 01_data."""
+    cleaned = unicodedata.normalize("NFKC", clean_text(text)).casefold()
+    return _NOT_LETTER_OR_DIGIT.sub("", cleaned) or " ".join(cleaned.split())
+
+
+_NOT_LETTER_OR_DIGIT = re.compile(r"[\W_]+")
+
+
 @dataclass
 class OverlapReport:
-    """Exact duplicates within and between two datasets (whole texts compared). Introduced in 01_data."""
+    """Duplicates within and between two datasets, by :func:`same_text_key`. Introduced in 01_data."""
 
     first: str
     second: str
@@ -262,67 +209,131 @@ class OverlapReport:
     shared_texts: int  # distinct texts found in both
     second_in_first: int  # examples of `second` whose text also occurs in `first` (what a leak would touch)
     conflicting_labels: int  # shared texts whose labels differ between the two (0 in IMDB)
-    examples: list[str]  # a few shared texts, shortest first
-
-
-def same_text_key(text: str) -> str:
-    """What two texts share when they are "the same text": their letters and digits, lower-cased, in order."""
-    return "".join(character for character in text.lower() if character.isalnum())
+    examples: list[str]  # a few shared texts (as `second` writes them), shortest first
 
 
 def overlap_report(first: TextDataset, second: TextDataset, examples: int = 3) -> OverlapReport:
-    """Report (not remove) exact duplicate texts: within each dataset and shared by both."""
-    seen_first: dict[str, set[int]] = {}
+    """Report (not remove) duplicate texts, the same by :func:`same_text_key`: within each dataset and shared by
+    both. Introduced in notebooks/01_data.ipynb."""
+    labels_first: dict[str, set[int]] = {}
     for index, text in enumerate(first.texts):
-        seen_first.setdefault(text, set()).add(int(first.labels[index]) if first.labels is not None else -1)
-    second_counts = Counter(second.texts)
-    shared = [text for text in second_counts if text in seen_first]
+        labels_first.setdefault(same_text_key(text), set()).add(
+            int(first.labels[index]) if first.labels is not None else -1)
+    second_keys = [same_text_key(text) for text in second.texts]
+    second_counts = Counter(second_keys)
+    shared = [key for key in second_counts if key in labels_first]
+    written = {key: text for key, text in zip(second_keys, second.texts) if key in labels_first}
     conflicting = 0
     if first.labels is not None and second.labels is not None:
-        second_labels: dict[str, set[int]] = {}
-        for index, text in enumerate(second.texts):
-            if text in seen_first:
-                second_labels.setdefault(text, set()).add(int(second.labels[index]))
-        conflicting = sum(1 for text, labels in second_labels.items() if len(labels | seen_first[text]) > 1)
+        labels_second: dict[str, set[int]] = {}
+        for key, label in zip(second_keys, second.labels.tolist()):
+            if key in labels_first:
+                labels_second.setdefault(key, set()).add(int(label))
+        conflicting = sum(1 for key, labels in labels_second.items() if len(labels | labels_first[key]) > 1)
     return OverlapReport(
         first=first.name, second=second.name,
-        extra_copies_first=len(first.texts) - len(seen_first),
+        extra_copies_first=len(first.texts) - len(labels_first),
         extra_copies_second=len(second.texts) - len(second_counts),
         shared_texts=len(shared),
-        second_in_first=sum(second_counts[text] for text in shared),
+        second_in_first=sum(second_counts[key] for key in shared),
         conflicting_labels=conflicting,
-        examples=sorted(shared, key=len)[:examples],
+        examples=sorted((written[key] for key in shared), key=len)[:examples],
     )
+
+
+def drop_test_texts(texts: list[str], test_texts: list[str]) -> tuple[list[str], int]:
+    """``texts`` without every one that is the same (:func:`same_text_key`) as one of ``test_texts``, and how many
+    were dropped. Unlabelled text must pass through it before it trains anything evaluated on that test split:
+    FDU-MTL's unlabelled files hold copies of test reviews (kitchen 13, magazines 144). Introduced in
+    notebooks/07_fine_tuning.ipynb."""
+    test_keys = {same_text_key(text) for text in test_texts}
+    kept = [text for text in texts if same_text_key(text) not in test_keys]
+    return kept, len(texts) - len(kept)
+
+
+def _without_test_copies(dataset: TextDataset) -> TextDataset:
+    """A dataset with a published test split, without the training examples whose text a test example also has
+    (FDU-MTL's train files hold copies of test reviews: magazines 169 of its 400): they would train on test text.
+    ``dropped_as_test`` counts them."""
+    test = set(np.asarray(dataset.fixed_test).tolist())
+    test_keys = {same_text_key(dataset.texts[index]) for index in test}
+    keep = [index for index in range(len(dataset))
+            if index in test or same_text_key(dataset.texts[index]) not in test_keys]
+    kept = dataset.subset(keep)
+    return replace(kept, fixed_test=np.flatnonzero(np.isin(np.asarray(keep), sorted(test))),
+                   undecodable_lines=dataset.undecodable_lines, dropped_as_test=len(dataset) - len(keep))
 
 
 # ------------------------------------------------------------------------------------------------ targets
 
 
 def load_target(spec: str, data_dir: str | os.PathLike | None = None, *, encoding: str = "utf-8") -> TextDataset:
-    """A target task, labelled: ``"amazon:books" | "amazon:dvd" | "amazon:electronics" | "amazon:kitchen"``
-    (Blitzer et al. 2007: 1,000 negative + 1,000 positive reviews, with titles and stars), ``"sst2"`` (GLUE
-    SST-2: train.tsv and dev.tsv, dev marked as ``fixed_test``), or the path of a ``.csv``, ``.tsv`` or ``.jsonl``
-    file with a ``text`` column and a ``label`` column (0/1, negative/positive or neg/pos).
+    """A target task, labelled:
+
+    - ``"amazon:books" | "amazon:dvd" | "amazon:electronics" | "amazon:kitchen"`` (Blitzer et al. 2007: 1,000
+      negative + 1,000 positive reviews, with titles and stars);
+    - ``"sst2"`` (GLUE SST-2: train.tsv and dev.tsv, dev marked as ``fixed_test``);
+    - ``"fdu:DOMAIN"``, one of the ten FDU-MTL domains (Liu et al. 2017; ``FDU_DOMAINS``): the train file is the
+      pool and the test file the ``fixed_test`` split; PTB clitics are joined back (``do n't`` -> ``don't``);
+      train reviews that are the same text as a test review are left out (``dropped_as_test`` counts them); a
+      line that is not valid UTF-8 is decoded with replacement characters (``undecodable_lines``, and a warning);
+    - or the path of a ``.csv``, ``.tsv`` or ``.jsonl`` file with a ``text`` column and a ``label`` column (0/1,
+      negative/positive or neg/pos); see ``tl_core.tables`` for how each format is read (CSV quoting honoured
+      strictly, TSV read without quoting).
 
     ``encoding`` applies to a user's file (the datasets are UTF-8). Introduced in notebooks/01_data.ipynb.
     """
     text_spec = check_target_spec(spec)
-    if text_spec.startswith("amazon:"):
-        domain = text_spec.split(":", 1)[1]
-        return _load_amazon(dataset_path("amazon", data_dir) / AMAZON_DOMAINS[domain], text_spec)
+    kind, _, name = text_spec.partition(":")
+    if kind == "amazon":
+        return load_amazon(dataset_path("amazon", data_dir) / AMAZON_DOMAINS[name], text_spec)
+    if kind == "fdu":
+        return _without_test_copies(load_fdu(dataset_path("fdu", data_dir), name))
     if text_spec == "sst2":
-        return _load_sst2(dataset_path("sst2", data_dir))
-    return _load_table_target(Path(text_spec), encoding)
+        return load_sst2(dataset_path("sst2", data_dir))
+    return load_table_target(Path(text_spec), encoding)
+
+
+def load_unlabelled(spec: str, data_dir: str | os.PathLike | None = None, *, encoding: str = "utf-8") -> list[str]:
+    """Unlabelled text of a target domain, as a list of texts:
+
+    - ``"fdu:DOMAIN"``: the domain's 2,000 unlabelled reviews (``DOMAIN.task.unlabel``, raw text);
+    - ``"amazon:books|dvd|electronics|kitchen"``: the unlabelled reviews of the same product type in FDU-MTL
+      (books, dvd, electronics, kitchen_housewares), drawn from Blitzer's unlabelled files;
+    - or the path of a ``.txt`` file (one text per line) or a ``.csv`` / ``.tsv`` / ``.jsonl`` file with a
+      ``text`` column.
+
+    Some of these texts are copies of the target's test reviews: pass them through :func:`drop_test_texts` before
+    they train anything. Introduced in notebooks/07_fine_tuning.ipynb.
+    """
+    text_spec = check_unlabelled_spec(spec)
+    kind, _, name = text_spec.partition(":")
+    if kind in ("fdu", "amazon"):
+        return load_fdu_unlabelled(dataset_path("fdu", data_dir), AMAZON_TO_FDU.get(name, name))
+    return read_texts(text_spec, encoding)
+
+
+def check_unlabelled_spec(spec: str | os.PathLike) -> str:
+    """Check an unlabelled-text spec without reading it (as :func:`check_target_spec`): ``fdu:DOMAIN``, an Amazon
+    domain that FDU-MTL has unlabelled text for, or an existing ``.txt`` / ``.csv`` / ``.tsv`` / ``.jsonl`` file
+    (made absolute). Introduced in notebooks/07_fine_tuning.ipynb."""
+    text_spec = _spec_text(spec, "an unlabelled-text spec")
+    if text_spec.startswith(("amazon:", "fdu:")) or text_spec == "sst2":
+        canonical = check_target_spec(text_spec)
+        if canonical == "sst2":
+            raise ValueError("sst2 has no unlabelled text; give a .txt, .csv, .tsv or .jsonl file of your own")
+        return canonical
+    return _users_file(text_spec, UNLABELLED_FILE_SUFFIXES, "unlabelled text file", (
+        f"unknown unlabelled text {text_spec!r}: expected fdu:DOMAIN, amazon:DOMAIN or the path of a "
+        f"{', '.join(UNLABELLED_FILE_SUFFIXES)} file (.txt: one text per line; the others: a 'text' column)"))
 
 
 def check_target_spec(spec: str | os.PathLike) -> str:
     """Check a target spec without reading any data, and return it normalised: ``amazon:<domain>`` with the
-    short domain name, ``sst2``, or a file path made absolute (relative paths are read from the current folder).
-    Raises ValueError (unknown spec) or FileNotFoundError (no such file). The runner checks ``target`` with it
-    before anything runs. Introduced in notebooks/01_data.ipynb."""
-    if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"target spec must be a str or path, got {type(spec).__name__}")
-    text_spec = os.fspath(spec)
+    short domain name, ``fdu:<domain>``, ``sst2``, or a file path made absolute (relative paths are read from the
+    current folder). Raises ValueError (unknown spec) or FileNotFoundError (no such file). The runner checks
+    ``target`` with it before anything runs. Introduced in notebooks/01_data.ipynb."""
+    text_spec = _spec_text(spec, "target spec")
     if text_spec.startswith("amazon:"):
         domain = text_spec.split(":", 1)[1]
         short = {folder: name for name, folder in AMAZON_DOMAINS.items()}.get(domain, domain)
@@ -330,164 +341,58 @@ def check_target_spec(spec: str | os.PathLike) -> str:
             raise ValueError(f"unknown Amazon domain {domain!r} in {text_spec!r}; domains: "
                              f"{', '.join('amazon:' + name for name in AMAZON_DOMAINS)}")
         return f"amazon:{short}"
+    if text_spec.startswith("fdu:"):
+        domain = text_spec.split(":", 1)[1]
+        if domain not in FDU_DOMAINS:
+            raise ValueError(f"unknown FDU-MTL domain {domain!r} in {text_spec!r}; domains: "
+                             f"{', '.join('fdu:' + name for name in FDU_DOMAINS)}")
+        return text_spec
     if text_spec == "sst2":
         return text_spec
+    return _users_file(text_spec, TARGET_FILE_SUFFIXES, "target file", (
+        f"unknown target {text_spec!r}: expected one of {', '.join('amazon:' + name for name in AMAZON_DOMAINS)}, "
+        f"fdu:DOMAIN (DOMAIN one of {', '.join(FDU_DOMAINS)}), sst2, or the path of a "
+        f"{', '.join(TARGET_FILE_SUFFIXES)} file with 'text' and 'label' columns"),
+        "; give the path of a file with 'text' and 'label' columns")
+
+
+def _spec_text(spec, what: str) -> str:
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a str or path, got {type(spec).__name__}")
+    return os.fspath(spec)
+
+
+def _users_file(text_spec: str, suffixes: tuple[str, ...], kind: str, unknown: str, needs: str = "") -> str:
+    """A user's file made absolute (relative paths are read from the current folder); ValueError (``unknown``) for
+    another suffix, FileNotFoundError for a file that is not there."""
     path = Path(text_spec).expanduser()
-    if path.suffix.lower() not in TARGET_FILE_SUFFIXES:
-        raise ValueError(f"unknown target {text_spec!r}: expected one of "
-                         f"{', '.join('amazon:' + name for name in AMAZON_DOMAINS)}, sst2, or the path of a "
-                         f"{', '.join(TARGET_FILE_SUFFIXES)} file with 'text' and 'label' columns")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(unknown)
     if not path.is_file():
-        raise FileNotFoundError(f"target file {path} does not exist (resolved from {text_spec!r} in "
-                                f"{Path.cwd()}); give the path of a {path.suffix} file with 'text' and 'label' columns")
+        raise FileNotFoundError(f"{kind} {path} does not exist (resolved from {text_spec!r} in {Path.cwd()}){needs}")
     return str(path.resolve())
 
 
-def _decode(path: Path, data: bytes, encoding: str) -> str:
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        return data.decode(codec)
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DataFormatError(
-            f"{path} cannot be decoded as {encoding}: byte {data[error.start:error.start + 1]!r} at offset "
-            f"{error.start} (line {line}) is not valid {encoding}. Fix: save the file as UTF-8, or pass the "
-            f"encoding it was written in, e.g. load_target(..., encoding='latin-1').") from error
-    except LookupError as error:
-        raise ValueError(f"unknown encoding {encoding!r}") from error
+def same_dataset(spec: str, other: str) -> bool:
+    """Whether two canonical target specs name the same reviews: equal, or an Amazon domain and its FDU-MTL
+    counterpart (FDU-MTL's books, dvd, electronics and kitchen come from Blitzer's files)."""
+    return spec == other or {spec, other} in ({f"amazon:{a}", f"fdu:{f}"} for a, f in AMAZON_TO_FDU.items())
 
 
-_REVIEW = re.compile(r"<review>(.*?)</review>", re.DOTALL)
-_FIELD = re.compile(r"<(\w+)>\n?(.*?)\n?</\1>", re.DOTALL)
-
-
-def _load_amazon(folder: Path, name: str) -> TextDataset:
-    """One domain of the Multi-Domain Sentiment Dataset. The files are pseudo-XML with no root element and bare
-    ``&``, so they are read with regular expressions, not an XML parser; text is kept as written (entities such
-    as ``&quot;`` are left for the tokenizer's cleaning)."""
-    texts, labels, ids, ratings, titles = [], [], [], [], []
-    for label, file_name in ((0, "negative.review"), (1, "positive.review")):
-        path = folder / file_name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the Amazon folder should hold "
-                                    "<domain>/{positive,negative}.review (see README: Data)")
-        content = _decode(path, path.read_bytes(), "utf-8")
-        blocks = _REVIEW.findall(content)
-        if not blocks:
-            raise DataFormatError(f"{path} holds no <review>...</review> blocks")
-        for number, block in enumerate(blocks):
-            fields = dict(_FIELD.findall(block))
-            if "review_text" not in fields:
-                raise DataFormatError(f"{path}: review {number} has no <review_text> (fields: {sorted(fields)})")
-            texts.append(fields["review_text"].strip())
-            titles.append(fields.get("title", "").strip())
-            try:
-                ratings.append(int(float(fields.get("rating", "nan"))))
-            except ValueError as error:
-                raise DataFormatError(f"{path}: review {number} has rating {fields.get('rating')!r}") from error
-            labels.append(label)
-            ids.append(f"{file_name.split('.')[0]}/{number}")
-    return TextDataset(name=name, texts=texts, labels=labels, ids=ids, ratings=ratings, titles=titles)
-
-
-def _load_sst2(folder: Path) -> TextDataset:
-    """GLUE SST-2: ``train.tsv`` (phrases and sentences) and ``dev.tsv`` (sentences; the fixed test split).
-    The files are not quoted CSV (a sentence may contain a quote), so each line is split at its last tab."""
-    texts, labels, ids = [], [], []
-    first_dev = None
-    for part in ("train", "dev"):
-        path = folder / f"{part}.tsv"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the SST-2 folder should hold train.tsv and dev.tsv")
-        lines = _decode(path, path.read_bytes(), "utf-8").splitlines()
-        if not lines or lines[0].split("\t") != ["sentence", "label"]:
-            raise DataFormatError(f"{path}: expected the header 'sentence<TAB>label', got {lines[:1]!r}")
-        if part == "dev":
-            first_dev = len(texts)
-        for number, line in enumerate(lines[1:], start=2):
-            sentence, _, label = line.rpartition("\t")
-            if label not in ("0", "1"):
-                raise DataFormatError(f"{path} line {number}: label {label!r} is not 0 or 1")
-            texts.append(sentence.strip())
-            labels.append(int(label))
-            ids.append(f"{part}/{number - 2}")
-    return TextDataset(name="sst2", texts=texts, labels=labels, ids=ids,
-                       fixed_test=np.arange(first_dev, len(texts)))
-
-
-def _binary_label(value) -> int | None:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return int(value)
-    if isinstance(value, str):
-        return _LABEL_WORDS.get(value.strip().lower())
-    return None
-
-
-def _load_table_target(path: Path, encoding: str) -> TextDataset:
-    """A user's own target: CSV, TSV (both with a header row) or JSON Lines (one object per line)."""
-    content = _decode(path, path.read_bytes(), encoding)
-    if not content.strip():
-        raise DataFormatError(f"{path} is empty; a target file needs a 'text' and a 'label' column and at least "
-                              "one row of each class")
-    if path.suffix.lower() == ".jsonl":
-        rows, columns = _jsonl_rows(path, content)
-    else:
-        reader = csv.DictReader(io.StringIO(content, newline=""),
-                                delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        columns = list(reader.fieldnames or [])
-        rows = ((reader.line_num, row) for row in reader)  # the line a row ends on (quoted text may span lines)
-    for column in ("text", "label"):
-        if column not in columns:
-            raise DataFormatError(f"{path} has no column {column!r}; columns found: {columns}. A target file "
-                                  "needs a 'text' column and a 'label' column (rename yours).")
-    texts, labels, ids, bad_labels = [], [], [], []
-    for number, row in rows:
-        text, raw_label = row.get("text"), row.get("label")
-        if not isinstance(text, str) or not text.strip():
-            raise DataFormatError(f"{path} line {number}: the text is missing or empty ({text!r})")
-        label = _binary_label(raw_label)
-        if label is None:
-            bad_labels.append((number, raw_label))
-            continue
-        ids.append(str(len(texts)))  # the row's position among the data rows
-        texts.append(text)
-        labels.append(label)
-    if bad_labels:
-        shown = ", ".join(f"{value!r} (line {number})" for number, value in bad_labels[:5])
-        raise DataFormatError(f"{path}: labels must be binary, 0/1, negative/positive or neg/pos; got {shown}"
-                              f"{f' and {len(bad_labels) - 5} more' if len(bad_labels) > 5 else ''}")
-    if not texts:
-        raise DataFormatError(f"{path} has a header ({columns}) but no rows")
-    present = set(labels)
-    if len(present) < 2:
-        raise DataFormatError(f"{path}: every row has label {LABEL_NAMES[present.pop()]}; a binary target needs "
-                              "examples of both classes")
-    return TextDataset(name=path.name, texts=texts, labels=labels, ids=ids)
-
-
-def _jsonl_rows(path: Path, content: str) -> tuple[list[tuple[int, dict]], list[str]]:
-    rows, columns = [], []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path} line {number} is not valid JSON ({error.msg}): {line[:80]!r}") from error
-        if not isinstance(row, dict):
-            raise DataFormatError(f"{path} line {number}: expected a JSON object with 'text' and 'label', "
-                                  f"got {type(row).__name__}")
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-        if not ("text" in row and "label" in row):
-            missing = [key for key in ("text", "label") if key not in row]
-            raise DataFormatError(f"{path} line {number} has no {' or '.join(map(repr, missing))} key; keys found: "
-                                  f"{list(row)}. Every line needs 'text' and 'label'.")
-        rows.append((number, row))
-    return rows, columns
+def check_related_specs(target_spec: str, specs) -> list[str]:
+    """``specs`` as canonical dataset specs, refused (ValueError) if empty or if they hold the target itself or its
+    counterpart (:func:`same_dataset`): the intermediate stage must never train on the target's labels. Used by
+    ``transfer.related_data`` and, through ``tl_core.parameters``, by the runner before anything runs.
+    Introduced in notebooks/06_fine_tuning.ipynb."""
+    specs = [check_target_spec(spec) for spec in specs]
+    if not specs:
+        raise ValueError("no related datasets given for the intermediate stage")
+    target = check_target_spec(target_spec)
+    if any(same_dataset(spec, target) for spec in specs):
+        raise ValueError(f"the target {target_spec!r} cannot be its own related data: the intermediate stage must "
+                         "not train on the target's labels; name other datasets, or leave them unset (the Amazon "
+                         "domains other than the target's)")
+    return specs
 
 
 # ------------------------------------------------------------------------------------------------- splits

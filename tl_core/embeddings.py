@@ -22,12 +22,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .artifacts import atomic_path, require
+from .artifacts import EMBEDDINGS_FILE, VECTORS_FILE, atomic_path, require
 from .text import PAD_ID, SPECIALS, Vocab, tokenize_all
 
-#: Run-directory artifacts written by notebooks/02_embeddings.ipynb.
-VECTORS_FILE = "word2vec.kv"  # gensim KeyedVectors (one file)
-EMBEDDINGS_FILE = "embedding_matrix.npz"  # weights (len(vocab), dim) aligned to vocab.json, + which rows are found
 PRODUCED_BY = "02_embeddings.ipynb"
 
 WORD2VEC_SPLITS = ("train", "unsup")  # IMDB splits Word2Vec learns from: never "test"

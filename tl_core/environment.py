@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from . import paths
-from .artifacts import write_json
+from .artifacts import ENVIRONMENT_FILE, write_json
 
 #: Packages whose versions the setup notebook reports (the pinned ones that matter most for results).
 REPORTED_PACKAGES = ("torch", "numpy", "gensim", "matplotlib", "papermill", "nbval")
@@ -96,4 +96,4 @@ def environment_report(data_dir: str | Path | None = None) -> dict[str, Any]:
 
 
 def save_report(report: dict[str, Any], run_dir: str | Path) -> Path:
-    return write_json(Path(run_dir) / "environment.json", report)
+    return write_json(Path(run_dir) / ENVIRONMENT_FILE, report)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops, text, train
+from .artifacts import LM_CHECKPOINT  # noqa: F401 (lm.LM_CHECKPOINT, as notebooks use it)
 from .lstm import FusedLSTM
 
 #: Output layers: "adaptive" (Grave et al. 2017: a head of the frequent words plus one entry per tail cluster,
@@ -42,8 +43,6 @@ from .lstm import FusedLSTM
 #: every token: exact and slow).
 OUTPUT_LAYERS = ("adaptive", "sampled", "full")
 
-#: The checkpoint of the language model in a run directory: written by 04_language_model, read by 05 and 07.
-LM_CHECKPOINT = "language_model.pt"
 CHECKPOINT_KIND = "language_model"
 
 

@@ -12,11 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_json, write_text
-
-MANIFEST = "run.json"
-METRICS = "metrics.json"
-HTML_DIR = "html"
+from .artifacts import ENVIRONMENT_FILE, HTML_DIR, METRICS_FILE, MANIFEST_FILE, REPORT_FILE, read_json, write_text
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -77,8 +73,8 @@ def render_html(run_dir: Path) -> list[Path]:
 def build_report(run_dir: Path) -> str:
     """The markdown of report.md: what ran, the headline numbers, the transfer table, figures, environment."""
     run_dir = Path(run_dir)
-    manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else {}
-    metrics = read_json(run_dir / METRICS) if (run_dir / METRICS).exists() else {}
+    manifest = read_json(run_dir / MANIFEST_FILE) if (run_dir / MANIFEST_FILE).exists() else {}
+    metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
     lines = [f"# Run report: `{run_dir.name}`", ""]
     if manifest:
         overrides = ", ".join(f"`{k}={v!r}`" for k, v in manifest.get("parameters", {}).items()) or "none"
@@ -117,8 +113,8 @@ def build_report(run_dir: Path) -> str:
                      if HTML_DIR not in p.relative_to(run_dir).parts)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
-    if (run_dir / "environment.json").exists():
-        environment = read_json(run_dir / "environment.json")
+    if (run_dir / ENVIRONMENT_FILE).exists():
+        environment = read_json(run_dir / ENVIRONMENT_FILE)
         versions = ", ".join(f"{k} {v}" for k, v in environment.get("versions", {}).items())
         device = environment.get("device", {})
         lines += ["", "## Environment", "", f"{device.get('type', '?')} ({device.get('name', '?')}, "
@@ -131,14 +127,18 @@ def manifest_from_notebooks(run_dir: Path) -> dict[str, Any]:
     plain papermill commands (``--dry-run`` on a scheduler), which write no run.json."""
     import nbformat
 
+    from .course import NOTEBOOK_PATTERN, execution_problem
+
     manifest: dict[str, Any] = {"profile": None, "parameters": {}, "reused": None, "notebooks": {}}
-    for notebook in sorted(Path(run_dir).glob("[0-9][0-9]_*.ipynb")):
-        meta = nbformat.read(notebook, as_version=4).metadata.get("papermill", {})
+    for notebook in sorted(Path(run_dir).glob(NOTEBOOK_PATTERN)):
+        problem = execution_problem(notebook)
+        meta = {} if problem and problem.startswith("unreadable") else \
+            nbformat.read(notebook, as_version=4).metadata.get("papermill", {})
         parameters = {k: v for k, v in meta.get("parameters", {}).items() if k != "run_dir"}
         manifest["parameters"].update(parameters)
-        status = "failed" if meta.get("exception") else "complete" if meta.get("end_time") else "running"
-        manifest["notebooks"][notebook.stem] = {"parameters": meta.get("parameters", {}), "output": notebook.name,
-                                                "status": status, "seconds": meta.get("duration")}
+        record = {"parameters": meta.get("parameters", {}), "output": notebook.name,
+                  "status": "failed" if problem else "complete", "seconds": meta.get("duration")}
+        manifest["notebooks"][notebook.stem] = {**record, "error": problem} if problem else record
     return manifest
 
 
@@ -148,18 +148,20 @@ def write_report(run_dir: Path) -> Path:
     from .artifacts import write_json
 
     run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST).exists():
-        write_json(run_dir / MANIFEST, manifest_from_notebooks(run_dir))
+    if not run_dir.is_dir():  # a mistyped path must not become an empty run directory
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no such folder)")
+    if not (run_dir / MANIFEST_FILE).exists():
+        write_json(run_dir / MANIFEST_FILE, manifest_from_notebooks(run_dir))
     render_html(run_dir)
-    return write_text(run_dir / "report.md", build_report(run_dir))
+    return write_text(run_dir / REPORT_FILE, build_report(run_dir))
 
 
 def compare_runs(run_dirs: list[Path]) -> str:
     """A markdown table of several runs side by side: parameters, then every headline number."""
     columns = []
     for run_dir in run_dirs:
-        manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else {}
-        metrics = read_json(run_dir / METRICS) if (run_dir / METRICS).exists() else {}
+        manifest = read_json(run_dir / MANIFEST_FILE) if (run_dir / MANIFEST_FILE).exists() else {}
+        metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
         values = {f"param.{k}": v for k, v in manifest.get("parameters", {}).items()}
         values["profile"] = manifest.get("profile")
         values.update(flatten(metrics))

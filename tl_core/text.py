@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from .artifacts import read_json, require, write_json
+from .artifacts import VOCAB_FILE, CorruptArtifactError, read_json, require, write_json  # noqa: F401 (text.VOCAB_FILE)
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
@@ -33,8 +33,6 @@ PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 #: of notebooks/04_language_model.ipynb reads reviews as one stream, each ending with <eos>).
 SPECIALS = (PAD, UNK, EOS)
 
-#: The vocabulary artifact in a run directory (written by notebooks/01_data.ipynb).
-VOCAB_FILE = "vocab.json"
 VOCAB_FORMAT = "tl_core.text.Vocab/1"
 
 #: Vocabulary defaults (notebooks/01_data.ipynb measures them; README "Data and embeddings" says why):
@@ -217,8 +215,12 @@ class Vocab:
         """Read a vocabulary saved by :meth:`save`; a missing file says which notebook writes it."""
         data = read_json(require(path, produced_by=produced_by))
         if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT:
-            raise ValueError(f"{path} is not a vocabulary saved by tl_core.text.Vocab.save "
-                             f"(expected format {VOCAB_FORMAT!r})")
+            raise CorruptArtifactError(f"{path} is not a vocabulary saved by tl_core.text.Vocab.save "
+                                       f"(expected format {VOCAB_FORMAT!r})")
+        missing = [key for key in ("tokens", "counts", "corpus_tokens", "min_freq", "max_size") if key not in data]
+        if missing:
+            raise CorruptArtifactError(f"{path} lacks {', '.join(missing)}: not a whole vocabulary. Fix: run "
+                                       f"{produced_by} again with the same run_dir.")
         return cls(data["tokens"], data["counts"], corpus_tokens=data["corpus_tokens"],
                    min_freq=data["min_freq"], max_size=data["max_size"])
 
@@ -274,6 +276,11 @@ class EncodedDataset:
             labels = np.asarray(labels, dtype=np.float32)
             if labels.shape != (len(encoded),):
                 raise ValueError(f"labels has shape {labels.shape}, expected ({len(encoded)},): one per text")
+            bad = np.flatnonzero((labels != 0) & (labels != 1))
+            if len(bad):  # BCE would train on a 2 or a -1 without a word; NaN marks unlabelled: pass labels=None
+                shown = ", ".join(f"{labels[i]:g} (text {i})" for i in bad[:5])
+                raise ValueError(f"labels must be 0 or 1 (or labels=None for unlabelled texts); got {shown}"
+                                 f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}")
         self.labels = labels
 
     def __len__(self) -> int:

@@ -20,14 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .artifacts import atomic_path
+from .artifacts import SOURCE_CHECKPOINT, atomic_path  # noqa: F401 (train.SOURCE_CHECKPOINT, as notebooks use it)
 from .environment import default_device
 from .text import tokens_fingerprint
 
 SCHEDULES = ("constant", "linear", "stlr")
 CHECKPOINT_FORMAT = "tl-course-checkpoint/1"
-#: The source model's checkpoint in a run directory: written by notebooks/05_source_lstm.ipynb, read by 06 and 07.
-SOURCE_CHECKPOINT = "source_model.pt"
 
 
 @dataclass
@@ -333,6 +331,10 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the vocabulary or the configuration it is loaded with."""
 
 
+#: What save_checkpoint writes besides the format tag, and the kind of value each holds.
+_CHECKPOINT_KEYS = {"model_config": dict, "vocab": list, "vocab_fingerprint": str, "state_dict": dict}
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, vocab_tokens: list[str],
                     extra: dict[str, Any] | None = None, kind: str = "classifier") -> Path:
     """Weights, the model config and the vocabulary, written atomically (a reader never sees half a file).
@@ -363,6 +365,12 @@ def load_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
             from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    missing = [key for key, expected in _CHECKPOINT_KEYS.items() if not isinstance(payload.get(key), expected)]
+    if missing:
+        raise CheckpointMismatchError(
+            f"{path} says it is a {CHECKPOINT_FORMAT} checkpoint but lacks {', '.join(missing)} (or holds the wrong "
+            "kind of value there): it was not written by tl_core.train.save_checkpoint. Fix: run the notebook that "
+            "trains it again.")
     saved_kind = payload.get("kind", "classifier")
     if kind is not None and saved_kind != kind:
         raise CheckpointMismatchError(f"{path} holds a {saved_kind.replace('_', ' ')}, not a "
@@ -385,13 +393,16 @@ def load_checkpoint(path: str | Path, vocab_tokens: list[str] | None = None,
 
 
 def load_state(model: nn.Module, payload: dict[str, Any], path: str | Path) -> nn.Module:
-    """Load a checkpoint's weights into ``model``; weights that do not fit its configuration are a
-    :class:`CheckpointMismatchError` naming the file."""
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointMismatchError(f"{path}: the saved weights do not fit the saved configuration ({error})") \
-            from error
+    """Load a checkpoint's weights into ``model``, built from its configuration; weights that do not fit it are a
+    :class:`CheckpointMismatchError` naming each one."""
+    differences = _state_differences(payload["state_dict"], model.state_dict())
+    if differences:
+        raise CheckpointMismatchError(
+            f"{path}: the weights do not fit the model its configuration builds ({'; '.join(differences[:5])}"
+            f"{f'; and {len(differences) - 5} more' if len(differences) > 5 else ''}). The checkpoint's config and "
+            "weights disagree, or an override changed the architecture; only dropout, backend and freezing "
+            "settings may be overridden.")
+    model.load_state_dict(payload["state_dict"])
     return model
 
 
@@ -401,5 +412,21 @@ def model_from_checkpoint(path: str | Path, vocab_tokens: list[str] | None = Non
     from .models import ModelConfig, SentimentLSTM
 
     payload = load_checkpoint(path, vocab_tokens)
-    config = ModelConfig.from_dict({**payload["model_config"], **config_overrides})
+    try:
+        config = ModelConfig.from_dict({**payload["model_config"], **config_overrides})
+    except (TypeError, ValueError) as error:
+        raise CheckpointMismatchError(f"{path}: its model configuration cannot be rebuilt ({error})") from error
     return load_state(SentimentLSTM(config), payload, path), payload
+
+
+def _state_differences(saved: dict[str, Any], expected: dict[str, Tensor]) -> list[str]:
+    """Each weight that is missing, unexpected or of another shape, named (torch's own error lists them all in one
+    unreadable line, and calls none of them a checkpoint problem)."""
+    differences = [f"{name} missing from the checkpoint" for name in expected if name not in saved]
+    differences += [f"{name} in the checkpoint but not in the model" for name in saved if name not in expected]
+    for name, tensor in expected.items():
+        if name in saved:
+            shape = tuple(getattr(saved[name], "shape", ()))
+            if shape != tuple(tensor.shape):
+                differences.append(f"{name}: checkpoint {shape} vs model {tuple(tensor.shape)}")
+    return differences

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+# check_related_specs is the rule of the related data's specs; it lives with the specs (data), where the runner's
+# parameter checks find it too, and is used here under its old name.
+from .data import check_related_specs
 from .models import ModelConfig, SentimentLSTM
 from .train import TrainConfig, evaluate, fit, seed_everything
 
@@ -488,50 +491,31 @@ def intermediate_for(strategies, task: TargetTask, source: dict[str, Any], *, ep
 
 
 def related_specs(target_spec: str) -> list[str]:
-    """The related datasets of a target: every Amazon domain (Blitzer et al. 2007) except the target's own; all
-    four for a target that is not an Amazon domain (SST-2, a user's file)."""
-    from .data import AMAZON_DOMAINS, check_target_spec
+    """The related datasets of a target: every Amazon domain (Blitzer et al. 2007) except the target's own (or,
+    for an FDU-MTL domain, its counterpart); all four for a target that is not an Amazon domain (SST-2, a user's
+    file)."""
+    from .data import AMAZON_DOMAINS, check_target_spec, same_dataset
 
     target = check_target_spec(target_spec)
-    return [f"amazon:{domain}" for domain in AMAZON_DOMAINS if f"amazon:{domain}" != target]
-
-
-def check_related_specs(target_spec: str, specs) -> list[str]:
-    """``specs`` as canonical dataset specs, refused (ValueError) if empty or if they hold the target itself: the
-    intermediate stage must never train on the target's labels. Used by :func:`related_data` and by the runner,
-    which checks papermill's ``related_targets`` before anything runs."""
-    from .data import check_target_spec
-
-    specs = [check_target_spec(spec) for spec in specs]
-    if not specs:
-        raise ValueError("no related datasets given for the intermediate stage")
-    if check_target_spec(target_spec) in specs:
-        raise ValueError(f"the target {target_spec!r} cannot be its own related data: the intermediate stage must "
-                         "not train on the target's labels; name other datasets, or leave them unset (the Amazon "
-                         "domains other than the target's)")
-    return specs
-
-
-def _same_text_key(text: str) -> str:
-    return " ".join(text.lower().split())
+    return [f"amazon:{domain}" for domain in AMAZON_DOMAINS if not same_dataset(f"amazon:{domain}", target)]
 
 
 def related_data(task: TargetTask, specs: list[str] | None = None, data_dir=None, limit: int | None = None,
                  seed: int = 0):
     """The labelled reviews of the intermediate stage: the datasets ``specs`` (default :func:`related_specs` of
-    the target) in one TextDataset, without any review whose text (case and spacing aside) the target also holds,
+    the target) in one TextDataset, without any review whose text the target also holds (``data.same_text_key``),
     test split or pool, so that no target text is ever trained on with its label. ``limit``: at most this many,
     a stratified draw seeded by ``seed`` (None or 0: all). Returns (dataset, how many were dropped as target
     texts). Introduced in ``notebooks/07_fine_tuning.ipynb``."""
-    from .data import TextDataset, draw_labels, load_target
+    from .data import TextDataset, draw_labels, load_target, same_text_key
 
     specs = check_related_specs(task.spec, related_specs(task.spec) if specs is None else specs)
-    target_texts = {_same_text_key(text) for text in [*task.split.test.texts, *task.split.pool.texts]}
+    target_texts = {same_text_key(text) for text in [*task.split.test.texts, *task.split.pool.texts]}
     texts, labels, ids, dropped = [], [], [], 0
     for spec in specs:
         part = load_target(spec, data_dir)
         for text, label, id_ in zip(part.texts, part.labels.tolist(), part.ids):
-            if _same_text_key(text) in target_texts:
+            if same_text_key(text) in target_texts:
                 dropped += 1
                 continue
             texts.append(text)
