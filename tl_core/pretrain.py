@@ -48,11 +48,8 @@ def imdb_corpus(vocab: text.Vocab, data_dir=None, val_reviews: int = DEFAULT_VAL
     """IMDB's text for the language model: the 25,000 train reviews and the 50,000 unlabelled ones, without
     their labels, less the unlabelled reviews that also occur in IMDB's test split (the data README counts 620
     unsup texts that occur in train or test); the last ``val_reviews`` unlabelled reviews are held out for
-    validation. The test split's text never reaches training."""
-    test_keys = {data.same_text_key(review) for review in data.load_imdb("test", data_dir).texts}
-    unsup = [review for review in data.load_imdb("unsup", data_dir).texts
-             if data.same_text_key(review) not in test_keys]
-    dropped = len(data.load_imdb("unsup", data_dir).texts) - len(unsup)
+    validation. The test split's text never reaches training (:func:`tl_core.data.drop_test_texts`)."""
+    unsup, dropped = data.drop_test_texts(data.load_imdb("unsup", data_dir).texts, data.load_imdb("test", data_dir).texts)
     if not 0 < val_reviews < len(unsup):
         raise ValueError(f"val_reviews must be between 1 and {len(unsup) - 1}, got {val_reviews}")
     train_texts = data.load_imdb("train", data_dir).texts + unsup[:-val_reviews]
