@@ -152,6 +152,11 @@ def grader(course_dir: str | os.PathLike = COURSE_DIR):
                               "into .venv") from None
     from traitlets.config import Config
 
+    # nbgrader runs `alembic` (its gradebook's migrations) by name: this environment's scripts must be on PATH even
+    # when it is not activated (make calls .venv/bin/python directly)
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     config = Config()
     config.CourseDirectory.root = str(Path(course_dir).resolve())
     config.CourseDirectory.course_id = COURSE_ID
