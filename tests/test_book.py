@@ -176,6 +176,19 @@ def test_the_site_has_the_landing_page_every_notebook_and_the_results(site):
 
 
 @pytest.mark.browser
+def test_the_site_offers_the_exercises_but_never_their_solutions(site):
+    from tl_core import classroom
+
+    for source in classroom.discover_sources():
+        page = re.sub(r"<[^>]+>", "", (site / f"{source.stem}.html").read_text(encoding="utf-8"))
+        assert f"exercises: {source.name} (student version)" in " ".join(page.split())
+    for path in site.rglob("*"):
+        if path.is_file() and path.suffix in (".html", ".ipynb", ".txt", ".js", ".py"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, path
+
+
+@pytest.mark.browser
 def test_every_page_loads_without_errors_broken_links_or_images(site, server, browser):
     broken = {}
     for name in site_pages(site):

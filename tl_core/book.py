@@ -7,8 +7,10 @@
 Three steps, each a function:
 
 1. :func:`assemble` writes the site's source into ``build/book/src/``: the README as the landing page, one page per
-   notebook ``notebooks/NN_topic.ipynb`` (discovered, in notebook order) with a line that links its source files,
-   a results page, ``conf.py``. Nothing is executed: a notebook without stored outputs is an error that says so.
+   notebook ``notebooks/NN_topic.ipynb`` (discovered, in notebook order) with a line of downloads under its title
+   (the notebook, the ``tl_core`` modules it imports, the student version of its exercises, made by nbgrader:
+   never the instructor source), a results page, ``conf.py``. Nothing is executed: a notebook without stored
+   outputs is an error that says so.
 2. :func:`results_page` is the run's headline table, kept separate so that it can be pointed at any run: with a
    run directory, that run's ``report.md`` (written by ``python -m tl_core.run``; rebuilt from its
    ``metrics.json`` if missing) and its figures; without one, what each cell a notebook tags ``headline`` printed
@@ -124,8 +126,7 @@ def title_of(notebook: Path) -> str:
 
 
 def source_files(notebook: Path) -> list[str]:
-    """Repository paths a chapter is made of: the notebook, the ``tl_core`` modules it imports, and its
-    instructor source in ``notebooks/assignments/`` if there is one."""
+    """Repository paths a chapter is made of: the notebook and the ``tl_core`` modules it imports."""
     modules: list[str] = []
     for cell in _read(notebook)["cells"]:
         if cell["cell_type"] != "code":
@@ -144,21 +145,19 @@ def source_files(notebook: Path) -> list[str]:
             modules += [name for name in names if (REPO / "tl_core" / f"{name}.py").exists()]
     paths = [Path(notebook).relative_to(REPO).as_posix()]
     paths += [f"tl_core/{name}.py" for name in dict.fromkeys(modules)]
-    assignment = REPO / "notebooks" / "assignments" / Path(notebook).name
-    if assignment.exists():
-        paths.append(assignment.relative_to(REPO).as_posix())
     return paths
 
 
-def _chapter(notebook: Path, target: Path, paths: list[str]) -> None:
-    """The notebook as committed, with a line of links to its source files under its title."""
+def _chapter(notebook: Path, target: Path, downloads: list[tuple[str, str]]) -> None:
+    """The notebook as committed, with a line of download links (label, file in the site's source) under its
+    title."""
     content = _read(notebook)
-    links = " · ".join(f"{{download}}`{path} <{SOURCES_DIR}/{path}>`" for path in paths)
+    links = " · ".join(f"{{download}}`{label} <{path}>`" for label, path in downloads)
     for cell in content["cells"]:
         if cell["cell_type"] == "markdown":
             lines = "".join(cell["source"]).splitlines()
             title = next((i for i, line in enumerate(lines) if line.startswith("# ")), -1)
-            cell["source"] = "\n".join(lines[:title + 1] + ["", f"*Source files:* {links}", ""] + lines[title + 1:])
+            cell["source"] = "\n".join(lines[:title + 1] + ["", f"*Downloads:* {links}", ""] + lines[title + 1:])
             break
     target.write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
 
@@ -190,7 +189,8 @@ def _headline_outputs(notebook: Path, figures_dir: Path) -> list[str]:
                 figure = figures_dir / f"{Path(notebook).stem}_cell{index}_{number}.png"
                 figure.parent.mkdir(parents=True, exist_ok=True)
                 figure.write_bytes(base64.b64decode("".join(image)))
-                blocks.append(f"![{Path(notebook).stem}: headline figure]({figures_dir.name}/{figure.name})")
+                label = f"{Path(notebook).stem}: headline figure"
+                blocks.append(f"![{label}]({figures_dir.name}/{figure.name})")
     return blocks
 
 
@@ -252,6 +252,26 @@ def _mathjax_static() -> Path:
     return Path(jupyter_server_mathjax.__file__).parent / "static"
 
 
+def _exercises(folder: Path, course_dir: Path) -> dict[str, Path]:
+    """The student versions of the assignments (nbgrader, :mod:`tl_core.classroom`), never the instructor
+    sources: the site must not hand out solutions and hidden tests. notebook stem -> file in ``folder``."""
+    from . import classroom
+
+    sources = classroom.discover_sources()
+    if not sources:
+        return {}
+    try:
+        released = classroom.release(course_dir, sources)
+    except classroom.AssignmentError as error:
+        raise BookError(f"the exercises' student versions: {error}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for path in released:
+        found[path.stem] = folder / path.name
+        shutil.copyfile(path, found[path.stem])
+    return found
+
+
 def assemble(src: str | os.PathLike = BUILD / "src", run_dir: str | os.PathLike | None = None,
              repository_url: str | None = None) -> Path:
     """Write the site's source (pages, results, ``conf.py``, static files) into ``src``, replacing what was there."""
@@ -264,13 +284,18 @@ def assemble(src: str | os.PathLike = BUILD / "src", run_dir: str | os.PathLike 
     (src / "_static").mkdir(parents=True)
     shutil.copytree(_mathjax_static(), src / "_static" / "mathjax")
     (src / "_static" / "favicon.svg").write_text(FAVICON, encoding="utf-8")
+    exercises = _exercises(src / SOURCES_DIR / "exercises", src.parent / "classroom")
     chapters = []
     for notebook in notebooks:
-        paths = source_files(notebook)
-        for path in paths:
+        downloads = []
+        for path in source_files(notebook):
             (src / SOURCES_DIR / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPO / path, src / SOURCES_DIR / path)
-        _chapter(notebook, src / notebook.name, paths)
+            downloads.append((path, f"{SOURCES_DIR}/{path}"))
+        if notebook.stem in exercises:
+            downloads.append((f"exercises: {notebook.name} (student version)",
+                              exercises[notebook.stem].relative_to(src).as_posix()))
+        _chapter(notebook, src / notebook.name, downloads)
         chapters.append((notebook.stem, title_of(notebook)))
     (src / "index.md").write_text(_landing_page(chapters), encoding="utf-8")
     results_page(src, run_dir, notebooks)
