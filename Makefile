@@ -1,7 +1,9 @@
 # The course's two commands (see README.md):
 #   make run    build everything, then execute every notebook with papermill into runs/$(PROFILE)/
 #   make test   build everything, then pytest: unit tests and nbval over notebooks/
-# Nothing is installed outside .venv/ (and .venv-cuda/ for `make check-cuda`).
+#   make assignments / make book   the classroom (nbgrader student versions) and the course website
+# Nothing is installed outside .venv/ (and .venv-cuda/ for `make check-cuda`), except Debian's chromium for
+# `make test-book`.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,7 +16,7 @@ DEPS_STAMP := $(VENV)/.requirements-installed
 BUILD_STAMP := $(VENV)/.extension-built
 EXTENSION_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
 
-.PHONY: install run test lab check-cuda benchmark clean help
+.PHONY: install run test lab check-cuda benchmark clean help assignments test-assignments book test-book chromium
 .DEFAULT_GOAL := help
 
 help:
@@ -24,6 +26,10 @@ help:
 	@echo "make benchmark                      LSTM benchmarks (about 5 min on 2 cores), JSON into benchmarks/results/"
 	@echo "make check-cuda                     compile (no run) the CUDA kernels in .venv-cuda/"
 	@echo "make install                        only the bootstrap: .venv, requirements, extension, kernel"
+	@echo "make assignments [CLASSROOM=dir]    student versions of notebooks/assignments/ (nbgrader) in classroom/release/"
+	@echo "make test-assignments               autograde every assignment: instructor version and student version"
+	@echo "make book [RUN_DIR=runs/quick]      the course website from the committed notebooks, into build/book/html/"
+	@echo "make test-book                      the website in headless Chromium; screenshots in build/book/screenshots/"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +79,43 @@ check-cuda: $(CUDA_STAMP)
 	    --build-temp build/cuda-check/temp --build-lib build/cuda-check/lib
 	@ls build/cuda-check/lib/tl_core/_C*.so
 	@echo "check-cuda: the CUDA extension compiled and linked for sm_90"
+
+# ---- the classroom and the reader ----------------------------------------------------------------------------------
+# requirements-classroom.txt goes into the same .venv (nbgrader must run the course kernel), constrained by
+# requirements.txt so that no course pin moves, and pip check must pass.
+CLASSROOM ?= classroom
+RUN_DIR ?=
+CLASSROOM_STAMP := $(VENV)/.classroom-installed
+
+$(CLASSROOM_STAMP): requirements-classroom.txt $(DEPS_STAMP)
+	$(PY) -m pip install -r requirements-classroom.txt -c requirements.txt
+	$(PY) -m pip check
+	touch $@
+
+# An nbgrader course directory in $(CLASSROOM)/ (git-ignored, kept by `make clean`: gradebook and submissions live
+# there): source/ copied from notebooks/assignments/, release/ the student versions.
+assignments: $(CLASSROOM_STAMP)
+	$(PY) -m tl_core.classroom release --course-dir $(CLASSROOM)
+
+# Runs the chapter notebooks the assignments read (quick profile) in a temporary run directory, then autogrades
+# each assignment twice. Needs the datasets: TL_DATA_DIR.
+test-assignments: install $(CLASSROOM_STAMP)
+	@test -n "$$TL_DATA_DIR" || { echo "test-assignments runs the chapters and the assignments on the datasets:" \
+	    "set TL_DATA_DIR to the folder that holds them (see README: Data)"; exit 1; }
+	$(PY) -m pytest -m classroom tests/test_assignments.py
+
+# The site shows the committed outputs and executes nothing; RUN_DIR=<a run directory> puts that run's report.md
+# on the results page.
+book: $(CLASSROOM_STAMP)
+	$(PY) -m tl_core.book build $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the browser test's browser)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || { echo "could not install chromium: run 'apt-get install chromium' as root, then make test-book"; exit 1; }
+
+test-book: book chromium
+	$(PY) -m pytest -m browser tests/test_book.py
 
 clean:
 	rm -rf build tl_core/*.so *.egg-info $(BUILD_STAMP)

@@ -7,13 +7,13 @@ import yaml
 from conftest import REPO
 
 
-def requirement_pins():
+def requirement_pins(filename="requirements.txt"):
     pins = {}
-    for line in (REPO / "requirements.txt").read_text().splitlines():
+    for line in (REPO / filename).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             match = re.fullmatch(r"([A-Za-z0-9_.\-\[\]]+)==([\w.+\-]+)", line)
-            assert match, f"requirements.txt: {line!r} is not pinned with =="
+            assert match, f"{filename}: {line!r} is not pinned with =="
             pins[match.group(1).lower()] = match.group(2)
     return pins
 
@@ -57,3 +57,12 @@ def test_torch_is_not_a_build_requirement():
     pyproject = (REPO / "pyproject.toml").read_text()
     build_system = pyproject.split("[build-system]", 1)[1].split("\n[", 1)[0]
     assert "torch" not in build_system
+
+
+def test_the_classroom_requirements_are_pinned_and_leave_the_course_pins_alone():
+    """requirements-classroom.txt (nbgrader, the website, the browser test) is installed into .venv with
+    requirements.txt as constraints: each line pinned, and none of the course's own packages named again."""
+    course = requirement_pins()
+    pins = requirement_pins("requirements-classroom.txt")
+    assert {"nbgrader", "sphinx", "myst-nb", "sphinx-book-theme", "playwright"} <= set(pins)
+    assert not set(pins) & set(course), "a course package is pinned in requirements.txt only"
