@@ -24,7 +24,7 @@ The parts, each a field of :class:`LMConfig`:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from . import ops, text, train
 from .artifacts import LM_CHECKPOINT  # noqa: F401 (lm.LM_CHECKPOINT, as notebooks use it)
 from .lstm import FusedLSTM
+from .models import SavedConfig, word_embedding
 
 #: Output layers: "adaptive" (Grave et al. 2017: a head of the frequent words plus one entry per tail cluster,
 #: the rare words scored only for the tokens that need them; exact), "sampled" (Jean et al. 2015: the true word
@@ -47,8 +48,10 @@ CHECKPOINT_KIND = "language_model"
 
 
 @dataclass
-class LMConfig:
+class LMConfig(SavedConfig):
     """Everything that defines the language model's architecture and regularisation (saved in its checkpoint)."""
+
+    described_as = "language-model config"
 
     vocab_size: int  # words it reads and predicts: the size of the course Vocab
     embedding_dim: int = 100  # width of a word vector; the output layer scores words in this space (tied weights)
@@ -80,18 +83,6 @@ class LMConfig:
             raise ValueError(f"cutoffs must increase strictly, from above {len(text.SPECIALS)} to below vocab_size "
                              f"= {self.vocab_size}; got {self.cutoffs}")
 
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["cutoffs"] = list(self.cutoffs)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown language-model config fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -245,13 +236,7 @@ class LanguageModel(nn.Module):
     def __init__(self, config: LMConfig, embeddings: Tensor | None = None):
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
-        if embeddings is not None:
-            if tuple(embeddings.shape) != (config.vocab_size, config.embedding_dim):
-                raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, but the config asks for "
-                                 f"(vocab_size, embedding_dim) = ({config.vocab_size}, {config.embedding_dim})")
-            with torch.no_grad():
-                self.embedding.weight.copy_(embeddings)
+        self.embedding = word_embedding(config, embeddings)
         # The weights of every layer, under nn.LSTM's names: a classifier with the same sizes loads them as they are.
         self.lstm = FusedLSTM(config.embedding_dim, config.hidden_size, num_layers=config.num_layers)
         # Tied weights score words in the embedding's space: the last layer's output is projected into it.

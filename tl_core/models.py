@@ -20,9 +20,30 @@ POOLINGS = ("last", "concat")
 LSTM_BACKENDS = ("fused", "torch", "torch_padded")
 
 
+class SavedConfig:
+    """What a configuration dataclass saved in checkpoints needs: a plain dict (tuples as lists, for JSON and
+    ``weights_only`` loading) and back, unknown fields named."""
+
+    #: how error messages name the configuration
+    described_as = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.described_as} fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(SavedConfig):
     """Everything that defines the classifier's architecture (saved in every checkpoint)."""
+
+    described_as = "model config"
 
     vocab_size: int  # rows of the embedding table: the size of the Vocab the model reads
     embedding_dim: int = 100  # width of a word vector (Word2Vec's vector_size)
@@ -58,17 +79,6 @@ class ModelConfig:
         """Width of the pooled features the head reads."""
         per_summary = self.directions * self.hidden_size
         return per_summary * (3 if self.pooling == "concat" else 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 class PackedTorchLSTM(nn.LSTM):
@@ -109,19 +119,26 @@ def make_lstm(config: ModelConfig) -> nn.Module:
     return FusedLSTM(**arguments)
 
 
+def word_embedding(config, embeddings: Tensor | None = None, **kwargs) -> nn.Embedding:
+    """The embedding table of a model with ``config.vocab_size`` words of ``config.embedding_dim`` dimensions,
+    started from ``embeddings`` (e.g. the Word2Vec matrix) when given."""
+    table = nn.Embedding(config.vocab_size, config.embedding_dim, **kwargs)
+    if embeddings is not None:
+        if tuple(embeddings.shape) != (config.vocab_size, config.embedding_dim):
+            raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, but the config asks for "
+                             f"(vocab_size, embedding_dim) = ({config.vocab_size}, {config.embedding_dim})")
+        with torch.no_grad():
+            table.weight.copy_(embeddings)
+    return table
+
+
 class SentimentLSTM(nn.Module):
     """A review in, one logit out (positive > 0). Introduced in ``notebooks/05_source_lstm.ipynb``."""
 
     def __init__(self, config: ModelConfig, embeddings: Tensor | None = None):
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.padding_idx)
-        if embeddings is not None:
-            if tuple(embeddings.shape) != (config.vocab_size, config.embedding_dim):
-                raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}, but the config asks for "
-                                 f"(vocab_size, embedding_dim) = ({config.vocab_size}, {config.embedding_dim})")
-            with torch.no_grad():
-                self.embedding.weight.copy_(embeddings)
+        self.embedding = word_embedding(config, embeddings, padding_idx=config.padding_idx)
         self.embedding.weight.requires_grad_(not config.freeze_embeddings)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.lstm = make_lstm(config)

@@ -108,7 +108,7 @@ def init_distributed() -> Distributed:
 
 
 def pretrain(corpus: Corpus, vocab: text.Vocab, lm_config: lm.LMConfig, train_config: train.TrainConfig, *,
-             batch_size: int = 64, bptt: int = 70, max_tokens: int | None = None, val_batch_size: int = 32,
+             batch_size: int = 64, bptt: int = 70, max_tokens: int | None = None, val_batch_size: int = 64,
              embeddings: torch.Tensor | None = None, distributed: Distributed | None = None
              ) -> tuple[lm.LanguageModel, train.History]:
     """Train a language model on ``corpus`` through the one training loop; the model of the best validation
