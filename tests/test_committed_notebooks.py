@@ -16,7 +16,8 @@ from conftest import REPO
 NOTEBOOKS = REPO / "notebooks"
 PROFILE = "quick"
 CHAIN = [nb for nb in discover_notebooks(NOTEBOOKS) if nb.runs_in(PROFILE)]
-COMMITTED = sorted(NOTEBOOKS.rglob("*.ipynb"))
+COMMITTED = sorted(path for path in NOTEBOOKS.rglob("*.ipynb")  # not .ipynb_checkpoints/ and the like
+                   if not any(part.startswith(".") for part in path.relative_to(NOTEBOOKS).parts))
 FIX = ("\nThe committed notebooks must be the outputs of one run of the quick profile, executed in order. Regenerate "
        "them all with `make notebooks` (it runs `python -m tl_core.run --profile quick --run-dir "
        "runs/notebooks-<time>` into a fresh folder, then `python -m tl_core.run commit runs/notebooks-<time>`, which "

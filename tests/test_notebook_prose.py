@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
-SCANNED = sorted(NOTEBOOKS.rglob("*.ipynb"))
+SCANNED = sorted(path for path in NOTEBOOKS.rglob("*.ipynb")  # not .ipynb_checkpoints/ and the like
+                 if not any(part.startswith(".") for part in path.relative_to(NOTEBOOKS).parts))
 
 _NUMBER = r"(?<![\w.,])\d[\d,]*(?:\.\d+)?"
 PERCENTAGE = re.compile(rf"(?:{_NUMBER}\s?[–-]\s?)?{_NUMBER}\s?(?:%|percent\b|per cent\b)")
