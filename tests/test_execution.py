@@ -132,8 +132,12 @@ def test_a_resumed_run_keeps_its_id_and_a_notebook_run_again_alone_gets_another(
     os.utime(toy_course / "00_first.ipynb", (os.path.getmtime(out / "01_second.ipynb") + 10,) * 2)
     latest = run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet)["run"]["id"]
     assert identity_of(out / "00_first.ipynb")["id"] == identity_of(out / "01_second.ipynb")["id"] == latest
-    assert run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet,
-                       force=True)["run"]["id"] != latest, "--force starts a new run"
+    forced = run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet, force=True)
+    assert forced["run"]["id"] != latest, "--force starts a new run"
+    other = run.execute(run.plan("quick", {"seed": 5}, run_dir=out, notebooks_dir=toy_course), log=quiet)
+    assert other["run"]["id"] != forced["run"]["id"], "other parameters: another run"
+    assert identity_of(out / "00_first.ipynb") == identity_of(out / "01_second.ipynb") == {**other["run"],
+                                                                                            "profile": "quick"}
 
 
 def test_an_appendix_runs_only_in_its_profiles_or_when_named(toy_course, tmp_path):

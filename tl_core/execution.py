@@ -10,9 +10,9 @@ after it, since later notebooks read what earlier ones write.
 **What an executed copy holds.** Its outputs as a reader sees them: a progress bar's frames (written over each
 other with carriage returns) collapsed to the bar's final line, and no kernel start-up warnings
 (:func:`clean_outputs`); and the run it belongs to, ``metadata.tl_course.run`` (an id, when the run started, the
-profile). The id stays the same while a run continues in order (resuming after Ctrl-C or a failure) and changes
-when a notebook is executed again while later notebooks of the run directory keep their older copies, so that
-notebooks with one id are the outputs of one run. :func:`commit_notebooks` copies the notebooks of one complete
+profile). The id stays the same while a run continues in order (resuming after Ctrl-C or a failure, with the same
+profile and parameters) and changes when a notebook is executed again while later notebooks of the run directory
+keep their older copies, so that notebooks with one id are the outputs of one run. :func:`commit_notebooks` copies the notebooks of one complete
 quick run over ``notebooks/`` (``make notebooks``): the committed outputs all come from that run.
 """
 
@@ -130,9 +130,10 @@ def tidy_executed_copy(path: Path, identity: dict[str, Any]) -> None:
 
 def _continues_the_run(run: RunPlan, manifest: dict[str, Any], first: int, force: bool) -> bool:
     """Whether executing ``run.notebooks[first:]`` continues the run recorded in ``manifest`` (its id is kept): the
-    same profile, not forced, and no executed copy of a later notebook left behind in the run directory (it would
-    be older than the notebooks it reads)."""
-    if force or not manifest.get("run") or manifest.get("profile") != run.profile:
+    same profile and parameters, not forced, and no executed copy of a later notebook left behind in the run
+    directory (it would be older than the notebooks it reads)."""
+    if (force or not manifest.get("run") or manifest.get("profile") != run.profile
+            or manifest.get("parameters") != run.parameters):
         return False
     first_stem = run.notebooks[first].stem
     rerun = {nb.path.name for nb in run.notebooks[first:]}
