@@ -1,6 +1,10 @@
 # The course's two commands (see README.md):
 #   make run    build everything, then execute every notebook with papermill into runs/$(PROFILE)/
-#   make test   build everything, then pytest: unit tests and nbval over notebooks/
+#   make test   build everything, then the fast tier: unit tests and the smoke chain (every notebook on the smoke
+#               profile, its metrics.json checked); a few minutes, for every commit
+#   make test-notebooks   the long tier: every committed notebook re-executed under strict nbval, and the slow
+#               unit tests; run by CI (.ci/run)
+#   make notebooks   regenerate the committed notebooks from one run of the quick profile
 #   make assignments / make book   the classroom (nbgrader student versions) and the course website
 # Nothing is installed outside .venv/ (and .venv-cuda/ for `make check-cuda`), except Debian's chromium for
 # `make test-book`.
@@ -16,12 +20,15 @@ DEPS_STAMP := $(VENV)/.requirements-installed
 BUILD_STAMP := $(VENV)/.extension-built
 EXTENSION_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
 
-.PHONY: install run test lab check-cuda benchmark clean help assignments test-assignments book test-book chromium
+.PHONY: install run test test-notebooks notebooks lab check-cuda benchmark clean help assignments test-assignments \
+        book test-book chromium
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make run [PROFILE=quick|full|gpu]   build, then run every notebook into runs/<profile>/"
-	@echo "make test                           build, then unit tests + nbval over notebooks/"
+	@echo "make test                           build, then unit tests + the smoke chain (every notebook, tiny profile)"
+	@echo "make test-notebooks                 strict nbval of every committed notebook, and the slow unit tests (CI)"
+	@echo "make notebooks                      rerun the quick profile into a fresh folder; its notebooks become notebooks/"
 	@echo "make lab                            JupyterLab with the course kernel ($(KERNEL_NAME))"
 	@echo "make benchmark                      LSTM benchmarks (about 5 min on 2 cores), JSON into benchmarks/results/"
 	@echo "make check-cuda                     compile (no run) the CUDA kernels in .venv-cuda/"
@@ -49,8 +56,28 @@ install: $(BUILD_STAMP)
 run: install
 	$(PY) -m tl_core.run --profile $(PROFILE)
 
+# The fast tier (pyproject.toml: tests/ without the tests marked slow, classroom or browser). Its smoke chain
+# (tests/test_smoke_chain.py) needs the datasets on TL_DATA_DIR and skips, saying so, without them. One thread per
+# process by default: on a shared machine, PyTorch's threads waiting for a busy core slow a test many times over
+# (README: "Sharing a machine"); TEST_THREADS=2 on an idle one.
+TEST_THREADS ?= 1
 test: install
-	$(PY) -m pytest
+	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest
+
+# The long tier: the committed notebooks (numbered, instructor sources, solutions) re-executed and compared output
+# by output, except what notebooks/sanitize.cfg masks and cells tagged nbval-ignore-output; then the slow unit tests.
+NBVAL := --nbval --nbval-sanitize-with=notebooks/sanitize.cfg --nbval-kernel-name=$(KERNEL_NAME) \
+         --nbval-cell-timeout=1800
+test-notebooks: install
+	$(PY) -m pytest $(NBVAL) notebooks
+	$(PY) -m pytest -m slow tests
+
+# One run of the quick profile, in order, into a fresh folder; then its executed notebooks (checked: complete, one
+# run id, the profile's own parameters, unedited since) replace notebooks/*.ipynb. Commit them together.
+notebooks: install
+	@run_dir=runs/notebooks-$$(date +%Y%m%d-%H%M%S) && \
+	    $(PY) -m tl_core.run --profile quick --run-dir $$run_dir && \
+	    $(PY) -m tl_core.run commit $$run_dir
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tl_core import classroom, run
+from tl_core.course import find_notebooks
 
 SOURCES = classroom.discover_sources()
 SOURCE_IDS = [source.stem for source in SOURCES]
@@ -83,10 +84,10 @@ def test_sources_are_well_formed(source):
 
 @pytest.mark.parametrize("source", SOURCES, ids=SOURCE_IDS)
 def test_the_chapter_points_at_its_assignment_and_has_no_second_copy(source):
-    chapter = run.NOTEBOOKS / source.name
+    chapter = find_notebooks() / source.name
     assert f"assignments/{source.name}" in "".join(cells_of(chapter)[-1]["source"]), (
         "the chapter's Exercises section (its last cell) names its assignment")
-    assert not (run.NOTEBOOKS / "solutions" / f"{source.stem}_solutions.ipynb").exists(), (
+    assert not (find_notebooks() / "solutions" / f"{source.stem}_solutions.ipynb").exists(), (
         "the instructor source is the one place of each solution")
 
 

@@ -8,6 +8,7 @@ import torch
 from tl_core import benchmark, ops
 
 
+@pytest.mark.slow
 def test_imdb_train_lengths_from_the_real_archive(shared_data_dir):
     from tl_core import data, text
 

@@ -37,6 +37,7 @@ def test_imdb_counts_labels_and_ratings(shared_data_dir):
     assert Counter(train.ratings[train.labels == 0].tolist()) == {1: 5_100, 2: 2_284, 3: 2_420, 4: 2_696}
 
 
+@pytest.mark.slow
 def test_imdb_duplicates_and_the_train_test_overlap(shared_data_dir):
     train, test = data.load_imdb("train", shared_data_dir), data.load_imdb("test", shared_data_dir)
     report = data.overlap_report(train, test)

@@ -518,6 +518,7 @@ def resident_memory_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc (Linux)")
 def test_no_memory_growth_over_10000_forward_backward_calls():
     """Anything kept by mistake per call (saved tensors, autograd nodes) would grow the process by ~10 KB per call

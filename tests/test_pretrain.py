@@ -62,6 +62,7 @@ def test_two_processes_under_torchrun_train_the_same_model_as_one(tmp_path):
     assert not torch.allclose(one_model.lstm.weight_hh_l0, initial.lstm.weight_hh_l0)
 
 
+@pytest.mark.slow
 def test_command_line_trains_and_saves_a_checkpoint(tmp_path):
     run_dir, corpus = write_run_dir(tmp_path)
     result = run([sys.executable, "-m", "tl_core.pretrain", "--run-dir", str(run_dir), "--corpus", str(corpus),
@@ -84,6 +85,7 @@ def test_file_corpus_holds_texts_out_for_validation(tmp_path):
         pretrain.file_corpus(one_line, vocab)
 
 
+@pytest.mark.slow
 def test_imdb_corpus_never_holds_a_test_review(shared_data_dir):
     from tl_core import data
 

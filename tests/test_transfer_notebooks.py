@@ -35,6 +35,7 @@ def tiny_run(tmp_path):
     return run_dir, target
 
 
+@pytest.mark.slow
 def test_notebook_06_runs_on_a_csv_target(tiny_run):
     run_dir, target = tiny_run
     overrides = ["-p", "target", str(target), "-p", "n_labels", "40", "-p", "seeds", "[1, 2]",
@@ -84,6 +85,7 @@ def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
     assert not (run_dir / "06_transfer.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_notebook_07_after_06_adds_its_grid(tiny_run, tmp_path):
     run_dir, target = tiny_run
     related = write_target_csv(tmp_path / "related.csv", count=200, seed=8)  # the intermediate stage's data

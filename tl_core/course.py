@@ -48,6 +48,12 @@ def find_notebooks(start: str | os.PathLike | None = None) -> Path:
 class Notebook:
     path: Path
     parameters: dict[str, dict[str, Any]]  # name -> default, inferred_type_name, help (papermill's inspection)
+    profiles: list[str] | None = None  # the profiles it runs in (metadata.tl_course.profiles); None: every one
+
+    def runs_in(self, profile: str) -> bool:
+        """Whether a run of ``profile`` executes this notebook without naming it: an appendix that only a larger
+        profile runs says so in its metadata, ``"tl_course": {"profiles": ["full", "gpu"]}``."""
+        return self.profiles is None or profile in self.profiles
 
     @property
     def stem(self) -> str:
@@ -76,22 +82,25 @@ def _with_type(info: dict[str, Any]) -> dict[str, Any]:
 
 def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Notebook]:
     """The numbered notebooks ``NN_topic.ipynb`` in order, with their declared parameters."""
+    import nbformat
     import papermill
 
     notebooks_dir = find_notebooks(notebooks_dir)
     found = []
     for path in sorted(notebooks_dir.glob(NOTEBOOK_PATTERN)):
         parameters = {name: _with_type(dict(info)) for name, info in papermill.inspect_notebook(str(path)).items()}
-        found.append(Notebook(path, parameters))
+        profiles = nbformat.read(path, as_version=4).metadata.get("tl_course", {}).get("profiles")
+        found.append(Notebook(path, parameters, list(profiles) if profiles is not None else None))
     if not found:
         raise CourseNotFoundError(f"no notebooks named NN_topic.ipynb in {notebooks_dir}")
     return found
 
 
-def select(notebooks: list[Notebook], only: str | None) -> list[Notebook]:
-    """``only`` is a comma-separated list of numbers ("00,03") or stems; None selects all."""
+def select(notebooks: list[Notebook], only: str | None, profile: str | None = None) -> list[Notebook]:
+    """``only`` is a comma-separated list of numbers ("00,03") or stems, whatever profiles they run in; None selects
+    every notebook that runs in ``profile`` (all of them when no profile is given)."""
     if not only:
-        return notebooks
+        return [nb for nb in notebooks if profile is None or nb.runs_in(profile)]
     wanted = [item.strip() for item in only.split(",") if item.strip()]
     unknown = [item for item in wanted if not any(item in (nb.number, nb.stem) for nb in notebooks)]
     if unknown:

@@ -58,7 +58,7 @@ def plan(profile: str = "quick", overrides: dict[str, Any] | None = None, only: 
     """Check everything a run needs before anything runs, and say what each notebook will receive."""
     notebooks_dir = find_notebooks(notebooks_dir)
     course = discover_notebooks(notebooks_dir)
-    notebooks = select(course, only)
+    notebooks = select(course, only, profile)  # an appendix of larger profiles only when --only names it
     profile_values = load_profile(profile, notebooks_dir)
     # A profile sizes the whole course, so `--profile full --only 05,06` must work: its settings are checked
     # against every notebook, and those of notebooks outside --only are left out. Overrides stay strict.

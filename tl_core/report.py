@@ -1,5 +1,11 @@
 """Reports of runs: ``report.md`` and HTML renderings of one run directory, and runs compared side by side.
 
+``report.md`` says what ran (each notebook, its status and time) and gives the run's **headline numbers** in one
+table of at most :data:`MAX_HEADLINE_ROWS` rows (:func:`headline`): the source model's IMDB accuracy, the language
+model's perplexity, zero-shot accuracy on the target, the best strategy with few labels and with the most labels,
+the label multiplier, and the notebooks' times. Everything else stays in ``metrics.json``. Each row is read from the
+section a notebook writes there, and a section that is missing (its notebook did not run) leaves its rows out.
+
 Used by ``python -m tl_core.run`` (after every run, and as ``report`` / ``compare``); introduced in the README's
 "Running with other parameters".
 """
@@ -37,6 +43,106 @@ def transfer_summary(results: list[dict[str, Any]]) -> dict[tuple[str, int], tup
             for key, values in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0]))}
 
 
+#: The most rows the headline table of report.md may have.
+MAX_HEADLINE_ROWS = 15
+#: The label count the headline compares strategies at when notebook 07's label multiplier does not name one.
+FEW_LABELS = 100
+
+
+def _percent(fraction: Any, decimals: int = 1) -> str | None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or math.isnan(fraction):
+        return None
+    return f"{100 * fraction:.{decimals}f} %"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def strategy_summary(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds per (strategy, n_labels): notebook 07's recorded ``fine_tuning.summary`` when it
+    is there, else computed from the runs notebook 06 recorded in ``transfer.results``."""
+    rows = metrics.get("fine_tuning", {}).get("summary")
+    if rows:
+        return [row for row in rows if {"strategy", "n_labels", "mean"} <= set(row)]
+    return [{"strategy": strategy, "n_labels": n, "mean": mean, "std": std, "runs": seeds}
+            for (strategy, n), (mean, std, seeds) in transfer_summary(metrics.get("transfer", {}).get("results") or [])
+            .items()]
+
+
+def _best_at(rows: list[dict[str, Any]], n_labels: int) -> str | None:
+    candidates = [row for row in rows if row["n_labels"] == n_labels and _number(row["mean"])]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda row: row["mean"])
+    spread = f" ± {100 * best['std']:.1f}" if _number(best.get("std")) and best.get("runs", 1) > 1 else ""
+    seeds = f" ({best['runs']} seeds)" if best.get("runs", 1) > 1 else ""
+    return f"{best['strategy']} {100 * best['mean']:.1f}{spread} %{seeds}"
+
+
+def headline(metrics: dict[str, Any], manifest: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """The run's headline numbers as (what, value) rows, read from the metrics.json sections of the notebooks that
+    ran (``source``, ``language_model``, ``transfer``, ``fine_tuning``) and from run.json's times; rows whose
+    section or value is missing are left out."""
+    rows: list[tuple[str, str]] = []
+    source = metrics.get("source", {})
+    accuracy = _percent(source.get("test_accuracy"), 2)
+    if accuracy:
+        init = f" (starts from: {source['init']})" if source.get("init") else ""
+        rows.append(("IMDB test accuracy of the source model", accuracy + init))
+    language_model = metrics.get("language_model", {})
+    if _number(language_model.get("val_perplexity")):
+        details = []
+        if _number(language_model.get("train_tokens")):
+            details.append(f"{language_model['train_tokens']:,} training tokens")
+        if _number(language_model.get("train_seconds")):
+            details.append(f"{language_model['train_seconds']:.0f} s")
+        if _number(language_model.get("tokens_per_second")):
+            details.append(f"{language_model['tokens_per_second']:,.0f} tokens/s")
+        rows.append(("language model: validation perplexity",
+                     f"{language_model['val_perplexity']:.1f}" + (f" ({', '.join(details)})" if details else "")))
+    transfer = {**metrics.get("transfer", {}), **metrics.get("fine_tuning", {})}
+    zero_shot = _percent(transfer.get("zero_shot_accuracy"))
+    if zero_shot:
+        target = f" ({transfer['target']})" if transfer.get("target") else ""
+        rows.append(("zero-shot accuracy on the target", zero_shot + target))
+    summary = strategy_summary(metrics)
+    counts = sorted({row["n_labels"] for row in summary})
+    if counts:
+        multiplier = metrics.get("fine_tuning", {}).get("label_multiplier") or {}
+        few = multiplier.get("at") if multiplier.get("at") in counts else FEW_LABELS if FEW_LABELS in counts \
+            else counts[0]
+        for n_labels in dict.fromkeys([few, counts[-1]]):
+            best = _best_at(summary, n_labels)
+            if best:
+                rows.append((f"best at {n_labels:,} labels", best))
+    multiplier = metrics.get("fine_tuning", {}).get("label_multiplier") or {}
+    if multiplier.get("at"):
+        baseline, at = multiplier.get("baseline", "scratch"), multiplier["at"]
+        if _number(multiplier.get("multiplier")):
+            value = (f"{multiplier['multiplier']:.1f}× ({baseline} needs about "
+                     f"{multiplier['baseline_labels_needed']:,.0f} labels to match {multiplier['best_strategy']} at "
+                     f"{at})")
+        elif _number(multiplier.get("at_least")):
+            value = (f"more than {multiplier['at_least']:.0f}× ({baseline} does not match "
+                     f"{multiplier['best_strategy']} at {at} within the grid)")
+        else:
+            value = None
+        if value:
+            rows.append(("label multiplier", value))
+    times = [(stem, record["seconds"]) for stem, record in (manifest or {}).get("notebooks", {}).items()
+             if _number(record.get("seconds"))]
+    if times:
+        total = sum(seconds for _, seconds in times)
+        rows.append(("notebook times", " · ".join(f"{stem[:2]} {_duration(seconds)}" for stem, seconds in times)
+                     + f" (total {_duration(total)})"))
+    return rows[:MAX_HEADLINE_ROWS]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
@@ -71,14 +177,14 @@ def render_html(run_dir: Path) -> list[Path]:
 
 
 def build_report(run_dir: Path) -> str:
-    """The markdown of report.md: what ran, the headline numbers, the transfer table, figures, environment."""
+    """The markdown of report.md: what ran, the headline numbers (:func:`headline`), figures, environment."""
     run_dir = Path(run_dir)
     manifest = read_json(run_dir / MANIFEST_FILE) if (run_dir / MANIFEST_FILE).exists() else {}
     metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
     lines = [f"# Run report: `{run_dir.name}`", ""]
     if manifest:
         overrides = ", ".join(f"`{k}={v!r}`" for k, v in manifest.get("parameters", {}).items()) or "none"
-        lines += [f"Profile **{manifest.get('profile', '?')}**; parameters beyond the profile's defaults: {overrides}."]
+        lines += [f"Profile **{manifest.get('profile', '?')}**; parameters beyond the notebooks' defaults: {overrides}."]
         if manifest.get("reused"):
             lines += [f"Artifacts of notebooks not run here came from `{manifest['reused']}`."]
         rows = []
@@ -88,27 +194,11 @@ def build_report(run_dir: Path) -> str:
             seconds = record.get("seconds")
             rows.append([stem, record.get("status", "?"), f"{seconds:.0f} s" if seconds is not None else "", link])
         lines += ["", "## Notebooks", "", _markdown_table(["notebook", "status", "time", "rendering"], rows)]
-    headline = {k: v for k, v in flatten(metrics).items()}
-    if headline:
-        lines += ["", "## Headline numbers", "",
-                  _markdown_table(["metric", "value"], [[k, format_value(v)] for k, v in headline.items()])]
-    results = metrics.get("transfer", {}).get("results")
-    if results:
-        summary = transfer_summary(results)
-        strategies = sorted({strategy for strategy, _ in summary})
-        label_counts = sorted({n for _, n in summary})
-        rows = []
-        for strategy in strategies:
-            row = [strategy]
-            for n in label_counts:
-                if (strategy, n) in summary:
-                    mean, std, seeds = summary[(strategy, n)]
-                    row.append(f"{100 * mean:.1f} ± {100 * std:.1f} ({seeds})")
-                else:
-                    row.append("")
-            rows.append(row)
-        lines += ["", f"## Transfer: target accuracy (%), mean ± std over seeds (number of seeds)", "",
-                  _markdown_table(["strategy"] + [f"{n} labels" for n in label_counts], rows)]
+    rows = headline(metrics, manifest)
+    lines += ["", "## Headline numbers", ""]
+    lines += [_markdown_table(["result", "value"], [list(row) for row in rows])] if rows else [
+        "No notebook that records a headline number has run yet."]
+    lines += ["", f"Everything else every notebook recorded is in [`{METRICS_FILE}`]({METRICS_FILE})."]
     figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.png")
                      if HTML_DIR not in p.relative_to(run_dir).parts)
     if figures:
@@ -157,13 +247,15 @@ def write_report(run_dir: Path) -> Path:
 
 
 def compare_runs(run_dirs: list[Path]) -> str:
-    """A markdown table of several runs side by side: parameters, then every headline number."""
+    """A markdown table of several runs side by side: parameters, the headline numbers (:func:`headline`), then
+    every other number of metrics.json."""
     columns = []
     for run_dir in run_dirs:
         manifest = read_json(run_dir / MANIFEST_FILE) if (run_dir / MANIFEST_FILE).exists() else {}
         metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else {}
         values = {f"param.{k}": v for k, v in manifest.get("parameters", {}).items()}
         values["profile"] = manifest.get("profile")
+        values.update(headline(metrics, manifest))
         values.update(flatten(metrics))
         for (strategy, n), (mean, std, seeds) in transfer_summary(
                 metrics.get("transfer", {}).get("results", [])).items():

@@ -10,6 +10,7 @@
     python -m tl_core.run params                       # every notebook parameter, its default and help
     python -m tl_core.run report runs/books            # (re)write report.md and the HTML renderings
     python -m tl_core.run compare runs/quick runs/full # headline numbers of several runs side by side
+    python -m tl_core.run commit runs/notebooks-...    # a whole quick run's notebooks become notebooks/ (make notebooks)
 
 The course is found from the current folder (the first folder upwards that holds notebooks/params/) or from
 ``--notebooks``. Each notebook declares its parameters in a cell tagged ``parameters`` (names, defaults and, in the
@@ -37,8 +38,8 @@ from pathlib import Path
 
 from .artifacts import HTML_DIR, MANIFEST_FILE, METRICS_FILE, REPORT_FILE, write_text
 from .course import CourseNotFoundError, describe_parameters, discover_notebooks, load_profile, select  # noqa: F401
-from .execution import (NotebookInterrupted, SweepInterrupted, execute, executed_status,  # noqa: F401
-                        link_reused, run_sweep)
+from .execution import (CommitError, NotebookInterrupted, SweepInterrupted, commit_notebooks,  # noqa: F401
+                        execute, executed_status, link_reused, run_sweep)
 from .parameters import (ParameterError, allowed_values, check_notebook_parameters, parse_sweep,  # noqa: F401
                          parse_value)
 from .planning import RunPlan, papermill_command, plan, plan_sweep, sweep_folders  # noqa: F401
@@ -75,7 +76,8 @@ def _resume_hint(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"params": _main_params, "report": _main_report, "compare": _main_compare, "link": _main_link}
+    commands = {"params": _main_params, "report": _main_report, "compare": _main_compare, "link": _main_link,
+                "commit": _main_commit}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
@@ -202,6 +204,23 @@ def _main_link(argv: list[str]) -> int:
         return 2
     linked = link_reused(Path(args.source), Path(args.run_dir))
     print(f"linked {len(linked)} artifact(s) from {args.source} into {args.run_dir}")
+    return 0
+
+
+def _main_commit(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tl_core.run commit", description="copy the executed notebooks of one complete run over the "
+        "course's notebooks/ (what `make notebooks` does after running the quick profile into a fresh folder)")
+    parser.add_argument("run_dir")
+    parser.add_argument("--profile", default="quick", help="the profile the run must be of (default: quick)")
+    parser.add_argument("--notebooks", help="the course's notebooks folder (default: found from here)")
+    args = parser.parse_args(argv)
+    try:
+        written = commit_notebooks(args.run_dir, args.notebooks, args.profile)
+    except (CommitError, ParameterError, CourseNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"committed {len(written)} notebook(s) from {args.run_dir}: " + ", ".join(path.name for path in written))
     return 0
 
 
