@@ -209,7 +209,7 @@ RULES: dict[str, Rule] = {
     "multiplier_n_labels": _whole(1),
     "strategies": _list_of(lambda value: None, "strategy names"),
     "vocab_min_freq": _whole(1),
-    "vocab_max_size": _whole(2),  # <pad> and <unk> take two entries
+    "vocab_max_size": _whole(3),  # the specials <pad>, <unk> and <eos> take three entries
     "val_fraction": _FRACTION,
     "target_val_fraction": _FRACTION,
     "w2v_vector_size": _whole(1),
@@ -240,6 +240,29 @@ RULES: dict[str, Rule] = {
     "intermediate_examples": _whole(0),  # 0: all
     "intermediate_epochs": _whole(1),
     "saliency_reviews": _whole(0),
+    # sizes of a smoke run (None: everything)
+    "imdb_reviews": _optional(_whole(1)),
+    "w2v_reviews": _optional(_whole(1)),
+    "lm_corpus_reviews": _optional(_whole(2)),
+    "source_train_reviews": _optional(_whole(2)),
+    "test_reviews": _optional(_whole(2)),
+    # the language model (04)
+    "lm_val_reviews": _whole(1),
+    "lm_hidden_size": _whole(1),
+    "lm_num_layers": _whole(1),
+    "lm_output_layer": _one_of("sampled", "adaptive", "full"),
+    "lm_sampled_words": _whole(1),
+    "lm_embedding_dropout": _DROPOUT,
+    "lm_input_dropout": _DROPOUT,
+    "lm_hidden_dropout": _DROPOUT,
+    "lm_weight_drop": _DROPOUT,
+    "lm_output_dropout": _DROPOUT,
+    "lm_batch_size": _whole(1),
+    "lm_bptt": _whole(2),
+    "lm_epochs": _whole(1),
+    "lm_max_tokens": _optional(_whole(2)),
+    "lm_lr": _RATE,
+    "source_lr_decay": _number(1),
 }
 
 #: Values rewritten once they pass: paths made absolute from the folder the check runs in (notebooks run

@@ -44,15 +44,19 @@ class Corpus:
 
 
 def imdb_corpus(vocab: text.Vocab, data_dir=None, val_reviews: int = DEFAULT_VAL_REVIEWS, *,
-                progress: bool = False) -> Corpus:
+                max_reviews: int | None = None, seed: int = 0, progress: bool = False) -> Corpus:
     """IMDB's text for the language model: the 25,000 train reviews and the 50,000 unlabelled ones, without
     their labels, less the unlabelled reviews that also occur in IMDB's test split (the data README counts 620
     unsup texts that occur in train or test); the last ``val_reviews`` unlabelled reviews are held out for
-    validation. The test split's text never reaches training (:func:`tl_core.data.drop_test_texts`)."""
+    validation. The test split's text never reaches training (:func:`tl_core.data.drop_test_texts`).
+    ``max_reviews``: train on a seeded sample of that many reviews only (a smoke test)."""
     unsup, dropped = data.drop_test_texts(data.load_imdb("unsup", data_dir).texts, data.load_imdb("test", data_dir).texts)
     if not 0 < val_reviews < len(unsup):
         raise ValueError(f"val_reviews must be between 1 and {len(unsup) - 1}, got {val_reviews}")
     train_texts = data.load_imdb("train", data_dir).texts + unsup[:-val_reviews]
+    if max_reviews is not None and max_reviews < len(train_texts):
+        sample = np.random.default_rng(seed).choice(len(train_texts), max_reviews, replace=False)
+        train_texts = [train_texts[i] for i in sorted(sample)]
     return Corpus(lm.encode_texts(train_texts, vocab, progress=progress),
                   lm.encode_texts(unsup[-val_reviews:], vocab, progress=progress),
                   f"IMDB train + unsup ({len(train_texts):,} reviews; {val_reviews:,} unsup held out)", dropped)
