@@ -9,12 +9,17 @@ embeddings, frozen, finetune, zero-shot) and ``notebooks/07_fine_tuning.ipynb`` 
 ``ngrams``, a linear model of the target's words and word pairs that transfers nothing; and the ensembles
 ``ensemble``, ``hybrid`` and ``calibrated``, which train nothing themselves: they average the predictions of other
 strategies' models on the same draw, ``calibrated`` after calibrating each on the draw's validation split).
+ULMFiT's own recipe (Howard & Ruder 2018) starts the classifier from a language model instead of the source
+classifier: ``ulmfit_imdb`` from the IMDB language model of ``notebooks/04_language_model.ipynb``, ``ulmfit`` from
+that model after a second stage on the target's own unlabelled text (:func:`fine_tune_language_model` on
+:func:`target_lm_texts`); both are listed in :data:`ULMFIT_STRATEGIES` and need ``language_models=``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Container
 
 import numpy as np
@@ -27,7 +32,10 @@ from .data import check_related_specs
 from .models import ModelConfig, SentimentLSTM
 from .train import TrainConfig, evaluate, fit, seed_everything
 
-INIT_FROM = ("random", "word2vec", "source", "intermediate", "members")
+INIT_FROM = ("random", "word2vec", "source", "intermediate", "members", "language_model", "target_language_model")
+#: the starts that are a language model (checkpoint payloads passed as ``language_models={init_from: payload}``):
+#: "language_model", the IMDB language model; "target_language_model", the same after fine-tuning on target text
+LANGUAGE_MODEL_STARTS = ("language_model", "target_language_model")
 #: the model a strategy trains: "lstm", the source architecture (models.SentimentLSTM); "ngrams", a linear model over
 #: words and word pairs (models.NgramClassifier), which has nothing to take from the source model
 MODELS = ("lstm", "ngrams")
@@ -40,7 +48,9 @@ class Strategy:
     name: str  # how tables and plots call it
     init_from: str  # "random": nothing transferred; "word2vec": the embedding matrix; "source": every weight;
     # "intermediate": every weight of the source model after an intermediate stage on related domains (Intermediate);
-    # "members": no weights of its own, an ensemble of the models of ``members``
+    # "members": no weights of its own, an ensemble of the models of ``members``; "language_model": the embedding
+    # and LSTM of the IMDB language model, a new concat-pooling head; "target_language_model": the same from the
+    # language model fine-tuned on the target's text (LANGUAGE_MODEL_STARTS)
     train_only_head: bool = False  # freeze everything below the head for the whole run (feature extraction)
     new_head: bool = False  # replace the source model's head with a freshly initialised one
     gradual_unfreezing: bool = False  # train the head first, then unfreeze one more layer group per epoch
@@ -114,10 +124,26 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
 )}
 
 
+#: ULMFiT's classifiers, started from a language model rather than from the source classifier. Kept apart from
+#: :data:`STRATEGIES` (the choices notebooks 06 and 07 offer) because they need the language models passed in
+#: (``language_models=`` of :func:`run_grid`); :func:`get_strategy` knows them by name.
+ULMFIT_STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("ulmfit_imdb", "language_model", new_head=True, gradual_unfreezing=True, lr_decay=2.6,
+             schedule="stlr",
+             description="ULMFiT without its second stage: the IMDB language model's embedding and LSTM, a new "
+                         "concat-pooling head, gradual unfreezing, discriminative learning rates (/2.6), STLR"),
+    Strategy("ulmfit", "target_language_model", new_head=True, gradual_unfreezing=True, lr_decay=2.6,
+             schedule="stlr",
+             description="ULMFiT: the IMDB language model fine-tuned on the target's unlabelled text first, then "
+                         "as ulmfit_imdb (new concat-pooling head, gradual unfreezing, /2.6, STLR)"),
+)}
+
+
 def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; one of: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+    known = {**STRATEGIES, **ULMFIT_STRATEGIES}
+    if name not in known:
+        raise ValueError(f"unknown strategy {name!r}; one of: {', '.join(known)}")
+    return known[name]
 
 
 def members_of(strategy: Strategy, strategies=()) -> list[Strategy]:
@@ -157,19 +183,96 @@ def _need_intermediate(names: list[str], intermediate) -> None:
                          "it as intermediate=")
 
 
+def from_language_model(strategies) -> list[str]:
+    """The names of those ``strategies`` (names or Strategy objects) that start from a language model, directly
+    or through an ensemble's member."""
+    chosen = [s if isinstance(s, Strategy) else get_strategy(s) for s in strategies]
+    return [strategy.name for strategy in chosen if strategy.init_from in LANGUAGE_MODEL_STARTS
+            or any(member.init_from in LANGUAGE_MODEL_STARTS for member in members_of(strategy, chosen))]
+
+
+def _need_language_models(strategies, language_models, vocab_tokens: list[str] | None = None) -> None:
+    """Refuse, before anything trains, strategies whose language model is not in ``language_models``, and a
+    language model of another vocabulary than ``vocab_tokens`` (the task's, when given)."""
+    chosen = [s if isinstance(s, Strategy) else get_strategy(s) for s in strategies]
+    needed = {member.init_from for strategy in chosen for member in [strategy, *members_of(strategy, chosen)]
+              if member.init_from in LANGUAGE_MODEL_STARTS}
+    for init_from in sorted(needed):
+        payload = _language_model(init_from, language_models, from_language_model(chosen))
+        if vocab_tokens is not None:
+            _check_language_model_vocab(payload, len(vocab_tokens), vocab_tokens)
+
+
+def _language_model(init_from: str, language_models, names) -> dict[str, Any]:
+    if language_models is not None and not isinstance(language_models, dict):
+        raise ValueError(f"language_models must be a dict such as {{'language_model': payload}}, got "
+                         f"{type(language_models).__name__}")
+    payload = (language_models or {}).get(init_from)
+    if payload is None:
+        how = ("lm.load_language_model(path)[1] (notebook 04's checkpoint)" if init_from == "language_model" else
+               "the IMDB language model after transfer.fine_tune_language_model on transfer.target_lm_texts(task)")
+        raise ValueError(f"strategies {list(names)} start from the {init_from.replace('_', ' ')}, which was not "
+                         f"given: pass language_models={{{init_from!r}: payload}} with the payload of {how}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("model_config"), dict) \
+            or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"language_models[{init_from!r}] must be a checkpoint payload (a dict with model_config and "
+                         "state_dict, as lm.load_language_model returns it), or language_model_payload(model)")
+    return payload
+
+
+def _check_language_model_vocab(payload: dict[str, Any], vocab_size: int, vocab_tokens: list[str] | None = None
+                                ) -> None:
+    """A classifier from a language model reads the task's token ids: the language model must have been trained
+    with the same vocabulary (its size always; its tokens when both are known)."""
+    lm_size = payload["model_config"].get("vocab_size")
+    if lm_size != vocab_size:
+        raise ValueError(f"the language model reads a vocabulary of {lm_size} words but the task's (the source "
+                         f"model's) has {vocab_size}: the classifier would read other words under the same ids; "
+                         "use the language model and the source model of the same run directory (one Vocab)")
+    saved = payload.get("vocab")
+    if vocab_tokens is not None and saved is not None and list(saved) != list(vocab_tokens):
+        raise ValueError("the language model was trained with another vocabulary than the task's (same size, other "
+                         "words): use the language model and the source model of the same run directory")
+
+
+def language_model_payload(model: nn.Module, vocab_tokens: list[str] | None = None) -> dict[str, Any]:
+    """A language model in memory as the checkpoint payload that ``language_models=`` takes (what
+    :func:`tl_core.lm.load_language_model` returns for a saved one): its config and a copy of its weights."""
+    model = model.module if hasattr(model, "module") else model
+    payload = {"model_config": model.config.to_dict(),
+               "state_dict": {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}}
+    if vocab_tokens is not None:
+        payload["vocab"] = list(vocab_tokens)
+    return payload
+
+
 def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: np.ndarray | torch.Tensor | None,
-                seed: int, *, intermediate: "Intermediate | None" = None, **config_overrides) -> nn.Module:
+                seed: int, *, intermediate: "Intermediate | None" = None,
+                language_models: dict[str, dict[str, Any]] | None = None, **config_overrides) -> nn.Module:
     """The target model of ``strategy``: the source architecture, initialised as the strategy says.
 
     ``source`` is the payload of :func:`tl_core.train.load_checkpoint`; ``embedding_weights`` the Word2Vec
     matrix of the same vocabulary (needed by ``init_from="word2vec"``); ``intermediate`` the result of
-    :func:`train_intermediate` (needed by ``init_from="intermediate"``). Seeded: random parts repeat per seed.
+    :func:`train_intermediate` (needed by ``init_from="intermediate"``); ``language_models`` the language models'
+    checkpoint payloads by ``init_from`` (needed by :data:`LANGUAGE_MODEL_STARTS`): such a strategy gets
+    :func:`tl_core.lm.classifier_from_language_model` (the language model's embedding and LSTM, sizes and all, and
+    a new concat-pooling head), with the source model's dropout and backend settings unless overridden, and the
+    language model must share the source model's vocabulary. Seeded: random parts repeat per seed.
     A strategy with ``model="ngrams"`` gets a :class:`~tl_core.models.NgramClassifier` over the source
     vocabulary (its ids), all weights zero; ``config_overrides`` apply to the LSTM only.
     """
     if strategy.members:
         raise ValueError(f"strategy {strategy.name!r} is an ensemble of {list(strategy.members)}: it has no model of "
                          "its own to build; run_grid trains its members and averages them")
+    if strategy.init_from in LANGUAGE_MODEL_STARTS:
+        from .lm import classifier_from_language_model
+
+        payload = _language_model(strategy.init_from, language_models, [strategy.name])
+        _check_language_model_vocab(payload, source["model_config"]["vocab_size"], source.get("vocab"))
+        settings = {name: source["model_config"][name] for name in _CLASSIFIER_SETTINGS
+                    if name in source["model_config"]}
+        seed_everything(seed)  # the new head is drawn from the seed
+        return classifier_from_language_model(payload, **{**settings, **config_overrides})
     config = ModelConfig.from_dict({**source["model_config"], **config_overrides})
     seed_everything(seed)
     if strategy.model == "ngrams":
@@ -193,6 +296,11 @@ def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: n
         if strategy.new_head:
             model.head.load_state_dict(fresh_head)
     return model
+
+
+#: What a classifier from a language model takes from the source model's config: how it regularises and runs,
+#: never its sizes (those are the language model's).
+_CLASSIFIER_SETTINGS = ("embedding_dropout", "lstm_dropout", "output_dropout", "lstm_backend", "padding_idx")
 
 
 def set_trainable(model: SentimentLSTM, top_groups: int | None) -> list[str]:
@@ -238,10 +346,12 @@ def training_plan(model: SentimentLSTM, strategy: Strategy, lr: float,
 
 def train_strategy(strategy: Strategy, source: dict[str, Any], embedding_weights, train_loader, val_loader,
                    config: TrainConfig, *, intermediate: "Intermediate | None" = None,
+                   language_models: dict[str, dict[str, Any]] | None = None,
                    **config_overrides) -> tuple[SentimentLSTM, Any]:
-    """Build the model of ``strategy`` (seeded by ``config.seed``) and train it with the shared loop."""
+    """Build the model of ``strategy`` (seeded by ``config.seed``) and train it with the shared loop.
+    ``intermediate`` and ``language_models``: as for :func:`build_model`."""
     model = build_model(strategy, source, embedding_weights, config.seed, intermediate=intermediate,
-                        **config_overrides)
+                        language_models=language_models, **config_overrides)
     groups, hook = training_plan(model, strategy, config.lr)
     history = fit(model, train_loader, val_loader, replace(config, schedule=strategy.schedule),
                   param_groups=groups, on_epoch_start=hook, title=strategy.name)
@@ -365,12 +475,12 @@ def pseudo_label(model: SentimentLSTM, task: TargetTask, unlabelled, fraction: f
 
 def self_train(strategy: Strategy, teacher: tuple[SentimentLSTM, Any], source: dict[str, Any], embedding_weights,
                task: TargetTask, train_data, unlabelled, val_loader, config: TrainConfig, batch_size: int, *,
-               intermediate: "Intermediate | None" = None):
+               intermediate: "Intermediate | None" = None, language_models: dict[str, Any] | None = None):
     """Self-training (Yarowsky 1995; "pseudo-labelling"): ``teacher`` = (model, history) of ``strategy.recipe``
     trained on ``train_data`` labels the ``unlabelled`` texts it is surest of (:func:`pseudo_label`); the recipe is
     then trained again, from the source, on ``train_data`` plus those, validated on the same real labels.
-    ``intermediate``: as for :func:`train_strategy`. Returns (model, history, pseudo-labelled dataset); with no
-    unlabelled text left, the teacher is the result.
+    ``intermediate``, ``language_models``: as for :func:`train_strategy`. Returns (model, history, pseudo-labelled
+    dataset); with no unlabelled text left, the teacher is the result.
     Introduced in ``notebooks/07_fine_tuning.ipynb``."""
     from .data import TextDataset
 
@@ -383,7 +493,7 @@ def self_train(strategy: Strategy, teacher: tuple[SentimentLSTM, Any], source: d
                            ids=list(train_data.ids) + pseudo.ids)
     model, history = train_strategy(strategy.recipe, source, embedding_weights,
                                     task.loader(combined, batch_size, shuffle=True, seed=config.seed), val_loader,
-                                    config, intermediate=intermediate)
+                                    config, intermediate=intermediate, language_models=language_models)
     return model, history, pseudo
 
 
@@ -576,8 +686,10 @@ class _Draw:
     """One (n_labels, seed) draw of :func:`run_grid`: trains each strategy on it once. A self-training strategy
     reuses the model its recipe already trained on the draw; an ensemble reuses (or trains) its members' models."""
 
-    def __init__(self, task, train_data, val_data, source, embedding_weights, config, batch_size, stage, chosen):
+    def __init__(self, task, train_data, val_data, source, embedding_weights, config, batch_size, stage, chosen,
+                 language_models=None):
         self.task, self.train_data, self.val_data, self.source = task, train_data, val_data, source
+        self.language_models = language_models
         self.embedding_weights, self.config, self.batch_size, self.stage = embedding_weights, config, batch_size, stage
         self.chosen = chosen
         self.train_loader = task.loader(train_data, batch_size, shuffle=True, seed=config.seed)
@@ -588,7 +700,8 @@ class _Draw:
     def _recipe(self, recipe: Strategy) -> tuple[SentimentLSTM, Any]:
         if recipe not in self.by_recipe:
             self.by_recipe[recipe] = train_strategy(recipe, self.source, self.embedding_weights, self.train_loader,
-                                                    self.val_loader, self.config, intermediate=self.stage)
+                                                    self.val_loader, self.config, intermediate=self.stage,
+                                                    language_models=self.language_models)
         return self.by_recipe[recipe]
 
     def train(self, strategy: Strategy) -> tuple[nn.Module, Any, Any, float]:
@@ -610,7 +723,8 @@ class _Draw:
             unlabelled = unlabelled_texts(self.task, self.train_data.ids + self.val_data.ids, self.config.seed)
             model, history, pseudo = self_train(strategy, teacher, self.source, self.embedding_weights, self.task,
                                                 self.train_data, unlabelled, self.val_loader, self.config,
-                                                self.batch_size, intermediate=self.stage)
+                                                self.batch_size, intermediate=self.stage,
+                                                language_models=self.language_models)
             seconds = time.perf_counter() - started
         else:
             model, history = self._recipe(strategy.recipe)
@@ -623,6 +737,7 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
              n_labels_grid: list[int], seeds: list[int], config: TrainConfig, *, batch_size: int,
              val_fraction: float, keep_models: bool | Container[tuple[str, int, int]] = False,
              progress: bool = True, intermediate: "Intermediate | IntermediateStages | None" = None,
+             language_models: dict[str, dict[str, Any]] | None = None,
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, int, int], SentimentLSTM]]:
     """Every (n_labels, seed, strategy): the same labelled draw for all strategies of a (n_labels, seed) (a paired
     comparison), trained by the one loop and measured once on the test split. Returns the records
@@ -630,7 +745,10 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     all with ``keep_models=True``, those whose key is in ``keep_models`` when it is a collection of keys.
     ``strategies`` are names of :data:`STRATEGIES` or :class:`Strategy` objects (variants, e.g. in notebook 07's
     exercises). Strategies that start from the intermediate model need ``intermediate``: one stage
-    (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`). An ensemble's
+    (:func:`train_intermediate`) shared by every seed, or one per seed (:func:`intermediate_for`). Strategies that
+    start from a language model (:data:`ULMFIT_STRATEGIES`) need it in ``language_models``, by ``init_from``:
+    ``{"language_model": the IMDB language model's payload, "target_language_model": the payload after
+    :func:`fine_tune_language_model`}``, of the task's vocabulary (checked before anything trains). An ensemble's
     members are trained once per draw, shared with their own rows when listed too; its record's ``seconds`` is
     the sum of its members' training (plus fitting their temperatures when it calibrates; the record then holds
     ``temperatures``, one per member) and its ``epochs_trained``/``best_epoch`` are None.
@@ -642,6 +760,7 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     chosen = [name if isinstance(name, Strategy) else get_strategy(name) for name in strategies]
     starts_there = from_intermediate(chosen)
     _need_intermediate(starts_there, intermediate)  # refused before anything trains, as a seed without a stage
+    _need_language_models(chosen, language_models, list(task.vocab.itos))
     stages = {seed: intermediate.for_seed(seed) if starts_there else None for seed in seeds}
     records, models = [], {}
     test_loader = task.test_loader()
@@ -650,7 +769,7 @@ def run_grid(task: TargetTask, source: dict[str, Any], embedding_weights, strate
     pool_labels = dict(zip(task.split.pool.ids, task.split.pool.labels.tolist()))
     for n_labels, seed in runs:
         draw = _Draw(task, *draw_training_data(task, n_labels, seed, val_fraction), source, embedding_weights,
-                     replace(config, seed=seed, progress=False), batch_size, stages[seed], chosen)
+                     replace(config, seed=seed, progress=False), batch_size, stages[seed], chosen, language_models)
         for strategy in chosen:
             model, history, pseudo, seconds = draw.train(strategy)
             test = evaluate(model, test_loader)
@@ -795,3 +914,107 @@ def learning_rate_plan(model: SentimentLSTM, strategy: Strategy, config: TrainCo
                 if any(parameter.requires_grad for parameter in group["params"]):
                     rates[group["name"]][step] = group["lr"] * multiplier
     return rates
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ULMFiT's second stage: the IMDB language model fine-tuned on the target's own text (no labels)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: The top layer group's peak learning rate when the language model is fine-tuned on target text (ULMFiT's
+#: second stage): lower than pretraining's, as the model already knows the language.
+LM_FINE_TUNE_LR = 1e-3
+
+
+def target_lm_texts(task: TargetTask, unlabelled: str | None = None, data_dir=None
+                    ) -> tuple[list[str], dict[str, Any]]:
+    """The text ULMFiT's second stage reads for ``task``: its unlabelled text (:func:`tl_core.data.load_unlabelled`
+    of ``unlabelled``, or of the target's own spec when that has some: ``fdu:`` and ``amazon:`` targets) followed
+    by the pool's texts without their labels, each part without the texts of the test split
+    (:func:`tl_core.data.drop_test_texts`), so that no test text ever trains anything. A target without unlabelled
+    text (SST-2, a file of the user's) and ``unlabelled=None`` gives the pool's texts only, and says so.
+    Returns (texts, report): the report holds ``unlabelled_texts``, ``pool_texts`` (counts kept),
+    ``unlabelled_dropped_as_test``, ``pool_dropped_as_test``, ``unlabelled_spec`` (None when none was read) and
+    ``note``."""
+    from .data import drop_test_texts, load_unlabelled
+
+    split = getattr(task, "split", None)
+    if split is None or not hasattr(split, "test") or not hasattr(split, "pool"):
+        raise ValueError(f"target_lm_texts takes a TargetTask (transfer.prepare_target), got {type(task).__name__}")
+    if unlabelled is not None and (not isinstance(unlabelled, (str, Path)) or not str(unlabelled).strip()):
+        raise ValueError(f"unlabelled must be an unlabelled-text spec (fdu:DOMAIN, amazon:DOMAIN or a .txt, .csv, "
+                         f".tsv or .jsonl file) or None for the target's own, got {unlabelled!r}")
+    spec = str(unlabelled) if unlabelled is not None else (
+        task.spec if str(task.spec).startswith(("fdu:", "amazon:")) else None)
+    raw = load_unlabelled(spec, data_dir) if spec is not None else []
+    test_texts = list(split.test.texts)
+    kept_unlabelled, dropped_unlabelled = drop_test_texts(list(raw), test_texts)
+    kept_pool, dropped_pool = drop_test_texts(list(split.pool.texts), test_texts)
+    texts = kept_unlabelled + kept_pool
+    if not texts:
+        raise ValueError(f"target {task.spec!r} leaves no text for the language model: no unlabelled text outside "
+                         "the test split and an empty pool")
+    note = (f"{len(kept_unlabelled):,} unlabelled texts of {spec} and {len(kept_pool):,} pool texts without labels"
+            if spec is not None else
+            f"target {task.spec!r} has no unlabelled text of its own (give unlabelled=...): the pool's "
+            f"{len(kept_pool):,} texts without labels only")
+    report = {"unlabelled_spec": spec, "unlabelled_texts": len(kept_unlabelled), "pool_texts": len(kept_pool),
+              "unlabelled_dropped_as_test": dropped_unlabelled, "pool_dropped_as_test": dropped_pool, "note": note}
+    return texts, report
+
+
+def fine_tune_language_model(language_model_payload_or_path: dict[str, Any] | str | Path, texts: list[str], vocab, *,
+                             epochs: int = 1, lr: float = LM_FINE_TUNE_LR, lr_decay: float = 2.6,
+                             batch_size: int = 32, bptt: int = 70, val_fraction: float = 0.1, seed: int = 0,
+                             progress: bool = True, device: str | None = None):
+    """ULMFiT's second stage (Howard & Ruder 2018, section 3.2): the IMDB language model (a checkpoint's path, or
+    its payload as :func:`tl_core.lm.load_language_model` or :func:`tl_core.train.load_checkpoint` return it; never
+    modified) trained further on ``texts`` of the target (:func:`target_lm_texts`) through the one loop, with
+    :class:`tl_core.lm.LanguageModelObjective`, discriminative learning rates (the output layer at ``lr``, each
+    layer group below it, LSTM layers then the embedding, at the rate above divided by ``lr_decay``; the embedding
+    is tied to the output layer, so the word vectors move at the embedding's rate) and the "stlr" schedule. A
+    seeded ``val_fraction`` of the texts (at least one) is held out for the validation perplexity that picks the
+    best epoch. ``vocab`` is the course Vocab the language model was trained with. Returns (a new
+    :class:`tl_core.lm.LanguageModel` of the best epoch, its History); its payload for ``language_models=`` is
+    :func:`language_model_payload`."""
+    from . import lm, train
+
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if lr_decay < 1.0:
+        raise ValueError(f"lr_decay must be >= 1 (lower layers learn no faster than upper ones), got {lr_decay}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+        raise ValueError("texts must be a list of strings (target_lm_texts(task)[0])")
+    texts = [text for text in texts if text.strip()]
+    if len(texts) < 2:
+        raise ValueError(f"fine-tuning the language model needs at least two non-empty texts (one held out to "
+                         f"validate), got {len(texts)}")
+    if isinstance(language_model_payload_or_path, dict):
+        payload = language_model_payload_or_path
+        if not isinstance(payload.get("model_config"), dict) or not isinstance(payload.get("state_dict"), dict):
+            raise ValueError("the language model must be a checkpoint's path or payload (a dict with model_config "
+                             "and state_dict, as lm.load_language_model returns it)")
+        _check_language_model_vocab(payload, len(vocab), list(vocab.itos))
+    else:
+        payload = train.load_checkpoint(language_model_payload_or_path, list(vocab.itos), kind=lm.CHECKPOINT_KIND)
+    train.seed_everything(seed)
+    model = lm.LanguageModel(lm.LMConfig.from_dict(payload["model_config"]))
+    train.load_state(model, payload, "the language model")  # copies the weights: the payload stays as it was
+    order = np.random.default_rng(seed).permutation(len(texts))
+    held_out = max(1, int(round(val_fraction * len(texts))))
+    val_ids = lm.encode_texts([texts[i] for i in order[:held_out]], vocab)
+    train_ids = lm.encode_texts([texts[i] for i in sorted(order[held_out:])], vocab)
+    stream = lm.LMStream(train_ids, batch_size, bptt, seed=seed)
+    val_tokens = sum(len(row) + 1 for row in val_ids)
+    # A small held-out text gets fewer streams, so that each is at least one window long (as pretrain's).
+    val_stream = lm.LMStream(val_ids, max(1, min(batch_size, val_tokens // (bptt + 1))), bptt, variable=False,
+                             shuffle=False)
+    groups = discriminative_groups(model, lr, lr_decay)
+    config = TrainConfig(epochs=epochs, lr=lr, schedule="stlr", patience=0, seed=seed, progress=progress,
+                         device=device)
+    history = fit(model, stream, val_stream, config, param_groups=groups, objective=lm.LanguageModelObjective(),
+                  title="target language model")
+    return model, history
