@@ -145,6 +145,19 @@ def test_target_lm_texts_without_unlabelled_text_is_the_pool_and_says_so(tiny_ta
     assert "has no unlabelled text" in report["note"]
 
 
+def test_target_lm_texts_of_a_real_target_drop_its_test_reviews(shared_data_dir):
+    """FDU-MTL's kitchen unlabelled file holds 13 copies of its test reviews (the data README counts them)."""
+    vocab = text.Vocab([*text.SPECIALS, "the", "a"])
+    for spec in ("fdu:kitchen_housewares", "amazon:kitchen"):
+        task = transfer.prepare_target(spec, vocab, max_len=16, data_dir=shared_data_dir)
+        texts, report = transfer.target_lm_texts(task, data_dir=shared_data_dir)
+        assert report["unlabelled_spec"] == spec and report["unlabelled_dropped_as_test"] == 13, spec
+        assert report["unlabelled_texts"] == 2000 - 13
+        assert len(texts) == report["unlabelled_texts"] + report["pool_texts"]
+        test_keys = {data.same_text_key(t) for t in task.split.test.texts}
+        assert not any(data.same_text_key(t) in test_keys for t in texts), spec
+
+
 def test_target_lm_texts_bad_input(tiny_task, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match="takes a TargetTask"):
         transfer.target_lm_texts("amazon:books")

@@ -321,7 +321,8 @@ def set_trainable(model: SentimentLSTM, top_groups: int | None) -> list[str]:
 
 def discriminative_groups(model: SentimentLSTM, lr: float, lr_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups, the head at ``lr`` and each group below it at the rate above divided by
-    ``lr_decay`` (Howard & Ruder 2018 use 2.6)."""
+    ``lr_decay`` (Howard & Ruder 2018 use 2.6). Any model with ``layer_groups()`` (input first) will do: a
+    language model's top group is its output layer (:func:`fine_tune_language_model`)."""
     groups = model.layer_groups()
     return [{"params": params, "lr": lr / lr_decay ** (len(groups) - 1 - depth), "name": name}
             for depth, (name, params) in enumerate(groups)]
