@@ -1,12 +1,13 @@
-"""Notebooks 06 and 07 end to end with papermill (through the course runner), on a tiny CSV target and tiny
-source artifacts built here: a vocabulary, an embedding matrix and a briefly trained source checkpoint."""
+"""Notebooks 06, 07 and the appendix 08 end to end with papermill (through the course runner), on a tiny CSV
+target and tiny source artifacts built here: a vocabulary, an embedding matrix, a briefly trained source checkpoint
+and a (random) language model of the same vocabulary."""
 
 import json
 
 import numpy as np
 import pytest
 
-from tl_core import run, train
+from tl_core import data, lm, run, train
 from tl_core.embeddings import EMBEDDINGS_FILE, EmbeddingMatrix
 from tl_core.models import ModelConfig, SentimentLSTM
 from tl_core.text import VOCAB_FILE, Vocab
@@ -31,6 +32,9 @@ def tiny_run(tmp_path):
                         train.TrainConfig(epochs=4, lr=2e-2, progress=False, device="cpu", patience=0))
     assert history.epochs[-1]["val_accuracy"] > 0.95, "the toy source model solves the toy source task"
     train.save_checkpoint(run_dir / train.SOURCE_CHECKPOINT, model, vocab.itos)
+    language_model = lm.LanguageModel(lm.LMConfig(vocab_size=len(VOCAB), embedding_dim=8, hidden_size=8,
+                                                  output_layer="full"))
+    lm.save_language_model(run_dir / lm.LM_CHECKPOINT, language_model, vocab.itos)
     target = write_target_csv(tmp_path / "my reviews.csv", count=160)
     return run_dir, target
 
@@ -55,15 +59,21 @@ def test_notebook_06_runs_on_a_csv_target(tiny_run):
 
 
 def test_the_notebooks_offer_exactly_the_strategies_of_tl_core():
-    """The runner checks `strategies` against the choices the parameter's comment lists: they must be
-    transfer.STRATEGIES, in order, in both notebooks (a strategy added to one must not be refused by the other)."""
+    """The runner checks `strategies` against the choices the parameter's comment lists: 06 and the appendix 08
+    offer transfer.STRATEGIES, in order; 07, which also fine-tunes the language model, offers them and the
+    ULMFiT strategies. A profile or -p that names `ulmfit` for the whole course is therefore refused by 06 before
+    anything runs (`--only 07` takes it)."""
     from tl_core import transfer
 
     notebooks = {nb.number: nb for nb in run.discover_notebooks()}
-    for number in ("06", "07"):
-        help_text = notebooks[number].parameters["strategies"]["help"]
-        assert run.allowed_values(help_text) == list(transfer.STRATEGIES), number
-        assert set(notebooks[number].parameters["strategies"]["default"]) <= set(transfer.STRATEGIES)
+    offered = {"06": ("strategies", list(transfer.STRATEGIES)),
+               "07": ("strategies", list(transfer.STRATEGIES) + list(transfer.ULMFIT_STRATEGIES)),
+               "08": ("more_strategies", list(transfer.STRATEGIES))}
+    for number, (name, choices) in offered.items():
+        help_text = notebooks[number].parameters[name]["help"]
+        assert run.allowed_values(help_text) == choices, number
+        assert set(notebooks[number].parameters[name]["default"]) <= set(choices), number
+    assert {"ulmfit", "ulmfit_imdb"} <= set(notebooks["07"].parameters["strategies"]["default"])
 
 
 def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
@@ -78,7 +88,7 @@ def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
                      "[amazon:books, amazon:kitchen_&_housewares]"]) == 2
     assert ("related_targets=['amazon:books', 'amazon:kitchen']: the target 'amazon:kitchen' cannot be its own "
             "related data" in capsys.readouterr().err)
-    assert run.main(["--only", "07", "--run-dir", str(run_dir), "-p", "target", str(target),
+    assert run.main(["--only", "08", "--run-dir", str(run_dir), "-p", "target", str(target),
                      "-p", "related_targets", f"[{target}]"]) == 2
     assert "cannot be its own related data: the intermediate stage must not train on the target's labels" in (
         capsys.readouterr().err)
@@ -86,18 +96,41 @@ def test_bad_strategy_is_refused_before_anything_runs(tiny_run, capsys):
 
 
 @pytest.mark.slow
-def test_notebook_07_after_06_adds_its_grid(tiny_run, tmp_path):
+def test_notebook_07_fine_tunes_the_language_model_on_unlabelled_text(tiny_run, tmp_path):
+    run_dir, target = tiny_run
+    test_texts = data.split_target(data.load_target(str(target))).test.texts
+    pool_like = write_target_csv(tmp_path / "other.csv", count=40, seed=5)
+    unlabelled = tmp_path / "unlabelled.txt"
+    planted = "  " + test_texts[0].upper() + "  "  # a test review, in other case and spacing: must be dropped
+    unlabelled.write_text("\n".join([*data.load_target(str(pool_like)).texts, planted]) + "\n", encoding="utf-8")
+    assert run.main(["--only", "07", "--run-dir", str(run_dir), "-p", "target", str(target),
+                     "-p", "unlabelled", str(unlabelled), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "2",
+                     "-p", "n_labels_grid", "[20, 40]", "-p", "multiplier_n_labels", "20",
+                     "-p", "strategies", "[scratch, finetune, ulmfit_imdb, ulmfit]", "-p", "lm_finetune_epochs", "1",
+                     "-p", "saliency_reviews", "2"]) == 0
+    grid = json.loads((run_dir / "metrics.json").read_text())["fine_tuning"]
+    names = ("scratch", "finetune", "ulmfit_imdb", "ulmfit")
+    assert sorted((r["strategy"], r["n_labels"], r["seed"]) for r in grid["results"]) == sorted(
+        (name, n, seed) for n in (20, 40) for seed in (1, 2) for name in names)
+    assert grid["unlabelled_dropped_as_test"] == 1
+    assert grid["unlabelled_texts"] == 40 + 128  # the unlabelled file without the copy, and the pool's texts
+    for figure in ("07_learning_rates.png", "07_label_efficiency.png"):
+        assert (run_dir / figure).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_notebook_08_after_06_adds_its_grid(tiny_run, tmp_path):
     run_dir, target = tiny_run
     related = write_target_csv(tmp_path / "related.csv", count=200, seed=8)  # the intermediate stage's data
     common = ["-p", "target", str(target), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "3"]
     assert run.main(["--only", "06", "--run-dir", str(run_dir), *common, "-p", "n_labels", "40",
                      "-p", "strategies", "[scratch, frozen]"]) == 0
-    assert run.main(["--only", "07", "--run-dir", str(run_dir), *common, "-p", "n_labels_grid", "[20, 40]",
-                     "-p", "multiplier_n_labels", "20", "-p", "strategies",
+    assert run.main(["--only", "08", "--run-dir", str(run_dir), *common, "-p", "n_labels_grid", "[20, 40]",
+                     "-p", "multiplier_n_labels", "20", "-p", "more_strategies",
                      "[scratch, frozen, gradual, selftrain, intermediate]", "-p", "related_targets", f"[{related}]",
                      "-p", "intermediate_examples", "160", "-p", "saliency_reviews", "2"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    grid = metrics["fine_tuning"]
+    grid = metrics["more_strategies"]
     names = ("scratch", "frozen", "gradual", "selftrain", "intermediate")
     assert [(r["strategy"], r["n_labels"], r["seed"]) for r in grid["results"]] == [
         (name, n, seed) for n in (20, 40) for seed in (1, 2) for name in names]
@@ -115,7 +148,7 @@ def test_notebook_07_after_06_adds_its_grid(tiny_run, tmp_path):
     keys = [(r["strategy"], r["n_labels"], r["seed"]) for r in results]
     assert len(keys) == len(set(keys)) == 20
     assert metrics["transfer"]["target"] == str(target.resolve()) and "oov_rate" in metrics["transfer"]
-    for figure in ("07_learning_rates.png", "07_label_efficiency.png"):
+    for figure in ("08_learning_rates.png", "08_label_efficiency.png"):
         assert (run_dir / figure).stat().st_size > 0
 
 

@@ -66,6 +66,9 @@ def test_fine_tuning_learns_the_target_text_and_leaves_the_source_untouched(tmp_
     assert isinstance(tuned, lm.LanguageModel) and history.metric == "perplexity" and len(history.epochs) == 3
     assert held_out_loss(tuned, texts[:2]) < held_out_loss(source_model, texts[:2]) - 1.0
     assert history.epochs[-1]["val_loss"] < history.epochs[0]["val_loss"]
+    # the starting model's held-out perplexity is measured before the first step: training lowered it
+    assert history.start["val_perplexity"] == pytest.approx(np.exp(history.start["val_loss"]))
+    assert history.epochs[history.best_epoch - 1]["val_loss"] < history.start["val_loss"] - 1.0
     # the best epoch is kept: the one with the lowest validation perplexity
     assert history.best_epoch == 1 + int(np.argmin([epoch["val_perplexity"] for epoch in history.epochs]))
     changed = {name for name, value in tuned.state_dict().items() if not torch.equal(value, before["state_dict"][name])}

@@ -88,6 +88,8 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     metric: str = "accuracy"  # the validation metric that picked the best epoch (the objective's)
+    start: dict[str, float] = field(default_factory=dict)  # validation metrics before the first step, where the
+    # caller measured them (the language model's second stage: the IMDB model's perplexity on the target's text)
 
     @property
     def seconds(self) -> float:

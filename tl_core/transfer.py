@@ -1016,6 +1016,8 @@ def fine_tune_language_model(language_model_payload_or_path: dict[str, Any] | st
     groups = discriminative_groups(model, lr, lr_decay)
     config = TrainConfig(epochs=epochs, lr=lr, schedule="stlr", patience=0, seed=seed, progress=progress,
                          device=device)
+    start = lm.evaluate_perplexity(model, val_stream, device)  # the IMDB model on the held-out target text
     history = fit(model, stream, val_stream, config, param_groups=groups, objective=lm.LanguageModelObjective(),
                   title="target language model")
+    history.start = {"val_loss": start["loss"], "val_perplexity": start["perplexity"]}
     return model, history
