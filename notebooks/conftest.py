@@ -1,0 +1,17 @@
+"""nbval (`make test-notebooks`) re-executes the committed notebooks of the quick chain. An appendix that only
+larger profiles run (``"tl_course": {"profiles": ["full", "gpu"]}`` in its metadata, e.g. 08_more_strategies) has
+no committed outputs to compare and would run for an hour at its defaults: it is not collected here (its code is
+run by tests/test_transfer_notebooks.py at toy size)."""
+
+import json
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.suffix != ".ipynb":
+        return None
+    try:
+        profiles = json.loads(collection_path.read_text(encoding="utf-8")).get("metadata", {}).get(
+            "tl_course", {}).get("profiles")
+    except (OSError, ValueError):
+        return None  # nbval reports a notebook it cannot read
+    return True if profiles is not None and "quick" not in profiles else None
