@@ -32,8 +32,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: Model sizes: the quick profile's language model and the full profile's.
 SIZES = {
-    "quick": dict(embedding_dim=100, hidden_size=256, num_layers=1),
-    "full": dict(embedding_dim=100, hidden_size=512, num_layers=2),
+    "quick": dict(embedding_dim=100, hidden_size=128, num_layers=1),
+    "full": dict(embedding_dim=100, hidden_size=256, num_layers=2),
 }
 #: Output layers compared: name -> LMConfig overrides and the vocabulary size it predicts.
 OUTPUT_LAYERS = {

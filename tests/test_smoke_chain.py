@@ -247,6 +247,12 @@ def test_fine_tuning(smoke_run):
     assert {(r["strategy"], r["n_labels"], r["seed"]) for r in tuning["results"]} == expected_runs(
         strategies_of("07_fine_tuning"), grid)
     assert tuning["unlabelled_texts"] > 0 and tuning["unlabelled_dropped_as_test"] >= 0
+    fdu = tuning["fdu"]  # section 9, the FDU-MTL domains: finetune and ulmfit per domain, at each label count
+    assert fdu["domains"] == SMOKE.get("fdu_domains", [])
+    assert {(r["domain"], r["strategy"], r["labels"], r["seed"]) for r in fdu["results"]} == {
+        (domain, strategy, labels, seed) for domain in fdu["domains"] for strategy in ("finetune", "ulmfit")
+        for labels in [*SMOKE["fdu_n_labels"], "all"] for seed in SMOKE["seeds"]}
+    assert all(fraction(r["accuracy"]) and fraction(r["zero_shot"]) for r in fdu["results"])
     multiplier = tuning["label_multiplier"]
     assert multiplier["at"] == SMOKE["multiplier_n_labels"] and multiplier["best_strategy"] not in ("scratch", "ngrams")
     if multiplier["multiplier"] is None:
