@@ -1,4 +1,4 @@
-"""Transfer strategies (tl_core/transfer.py): each freezes, initialises and schedules exactly what it says."""
+"""Transfer strategies (tl_core/transfer/): each freezes, initialises and schedules exactly what it says."""
 
 import dataclasses
 
@@ -645,7 +645,8 @@ def test_each_seed_starts_from_its_own_stage(tiny_task, source, word2vec, monkey
         started_from.append((seed, intermediate))
         return build_model(strategy, source_, weights, seed, intermediate=intermediate, **overrides)
 
-    monkeypatch.setattr(transfer, "build_model", recording_build_model)
+    # the grid builds its models through train_strategy, which looks build_model up in transfer.strategies
+    monkeypatch.setattr(transfer.strategies, "build_model", recording_build_model)
     config = train.TrainConfig(epochs=1, patience=0, device="cpu")
     transfer.run_grid(tiny_task, source, word2vec, ["scratch", "intermediate"], [20], [1, 2], config, batch_size=8,
                       val_fraction=0.25, progress=False, intermediate=stages)
