@@ -18,8 +18,8 @@ The package, one concern per module: :mod:`.strategies` (what a strategy is, the
 when and at which rates), :mod:`.protocol` (the target split once, labels drawn per seed, zero-shot),
 :mod:`.target_lm` (ULMFiT's second stage, the language model on the target's text), :mod:`.selftrain`
 (self-training), :mod:`.intermediate` (the intermediate stage on related domains), :mod:`.calibration`
-(temperature scaling for ``calibrated``), :mod:`.grid` (:func:`run_grid`) and :mod:`.results` (summaries, intervals,
-labels needed, the label multiplier). Every public name is re-exported here: ``transfer.run_grid`` and
+(temperature scaling for ``calibrated``), :mod:`.grid` (:func:`run_grid`) and :mod:`.results` (summaries, paired
+differences, intervals, the label multiplier). Every public name is re-exported here: ``transfer.run_grid`` and
 ``from tl_core.transfer import run_grid`` work as before. ``tl_core.lm`` is imported only inside the functions that
 build or train a language model, because importing it loads the compiled extension.
 """
@@ -31,7 +31,7 @@ from .intermediate import (INTERMEDIATE_LR, INTERMEDIATE_RECIPE, Intermediate, I
                            related_data, related_specs, train_intermediate)
 from .protocol import EVAL_BATCH_SIZE, TargetTask, draw_training_data, prepare_target, zero_shot
 from .results import (accuracy_interval, format_summary, label_multiplier, labels_needed, merge_results,
-                      summarize)
+                      paired_difference, summarize)
 from .selftrain import MAX_UNLABELLED, pseudo_label, self_train, unlabelled_texts
 from .strategies import (INIT_FROM, LANGUAGE_MODEL_STARTS, MODELS, STRATEGIES, ULMFIT_STRATEGIES, Strategy,
                          build_model, describe_strategies, discriminative_groups, from_intermediate,
@@ -59,6 +59,6 @@ __all__ = [
     # grid
     "run_grid",
     # results
-    "summarize", "format_summary", "accuracy_interval", "labels_needed", "label_multiplier",
+    "summarize", "format_summary", "paired_difference", "accuracy_interval", "labels_needed", "label_multiplier",
     "merge_results",
 ]

@@ -1,6 +1,7 @@
 """What the grid's records say: mean and spread over seeds per (strategy, n_labels) (:func:`summarize`,
-:func:`format_summary`), how far the test sample alone could move an accuracy (:func:`accuracy_interval`), how
-many labels a strategy needs and the label multiplier (:func:`labels_needed`, :func:`label_multiplier`), and
+:func:`format_summary`), paired differences between two strategies on the same draws
+(:func:`paired_difference`), how far the test sample alone could move an accuracy (:func:`accuracy_interval`),
+how many labels a strategy needs and the label multiplier (:func:`labels_needed`, :func:`label_multiplier`), and
 records of two grids merged (:func:`merge_results`).
 """
 
@@ -26,6 +27,25 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"strategy": strategy, "n_labels": n_labels, "mean": float(np.mean(accuracies)),
                      "std": _std(accuracies), "runs": len(accuracies)})
     return rows
+
+
+def paired_difference(records: list[dict[str, Any]], strategy: str, baseline: str, n_labels: int
+                      ) -> tuple[float, float]:
+    """How much better ``strategy`` did than ``baseline`` at ``n_labels``, in accuracy points, paired by seed (the
+    two trained on the same draw): the mean and standard deviation (ddof=1; 0 for a single seed) over the seeds of
+    ``strategy`` of its accuracy minus the baseline's. A seed that has ``strategy`` but not ``baseline`` is an error,
+    and so is a ``strategy`` with no record at ``n_labels``. Paired differences vary less than two strategies'
+    own spreads suggest: within a seed both saw the same labels (notebooks 07 and 08)."""
+    mine = {r["seed"]: r["accuracy"] for r in records if r["strategy"] == strategy and r["n_labels"] == n_labels}
+    base = {r["seed"]: r["accuracy"] for r in records if r["strategy"] == baseline and r["n_labels"] == n_labels}
+    if not mine:
+        raise ValueError(f"no results for strategy {strategy!r} at n_labels={n_labels}")
+    unpaired = sorted(seed for seed in mine if seed not in base)
+    if unpaired:
+        raise ValueError(f"{baseline!r} has no result at n_labels={n_labels} for seeds {unpaired} of {strategy!r}: "
+                         "a paired difference needs both on the same draws")
+    differences = 100 * np.array([mine[seed] - base[seed] for seed in mine])
+    return float(differences.mean()), _std(differences)
 
 
 def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
