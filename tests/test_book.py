@@ -62,6 +62,9 @@ def test_a_chapter_links_its_notebook_and_the_modules_it_imports():
     assert paths[0] == "notebooks/01_data.ipynb"
     assert {"tl_core/data.py", "tl_core/text.py", "tl_core/artifacts.py"} <= set(paths)
     assert all((book.REPO / path).is_file() for path in paths)
+    package = book.source_files(book.NOTEBOOKS / "06_transfer.ipynb")  # a package: every file of it
+    assert {"tl_core/transfer/__init__.py", "tl_core/transfer/grid.py", "tl_core/transfer/results.py"} <= set(package)
+    assert all((book.REPO / path).is_file() for path in package)
 
 
 def test_the_results_page_from_a_run_directory_and_without_one(tmp_path):

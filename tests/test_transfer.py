@@ -1,4 +1,4 @@
-"""Transfer strategies (tl_core/transfer.py): each freezes, initialises and schedules exactly what it says."""
+"""Transfer strategies (tl_core/transfer/): each freezes, initialises and schedules exactly what it says."""
 
 import dataclasses
 
@@ -257,6 +257,19 @@ def test_learning_rate_plan_matches_what_the_loop_does(source, word2vec):
     flat = transfer.learning_rate_plan(transfer.build_model(transfer.get_strategy("frozen"), source, word2vec, 0),
                                        transfer.get_strategy("frozen"), config, steps_per_epoch=steps)
     assert (flat["head"] == 1e-2).all() and not flat["embedding"].any() and not flat["lstm layer 0"].any()
+
+
+def test_paired_difference_pairs_by_seed_in_accuracy_points():
+    records = [{"strategy": s, "n_labels": n, "seed": seed, "accuracy": a} for s, n, seed, a in [
+        ("scratch", 100, 1, 0.60), ("scratch", 100, 2, 0.70), ("frozen", 100, 2, 0.75), ("frozen", 100, 1, 0.70),
+        ("scratch", 400, 1, 0.80), ("frozen", 400, 1, 0.78)]]
+    mean, std = transfer.paired_difference(records, "frozen", "scratch", 100)  # +5 (seed 2) and +10 (seed 1)
+    assert mean == pytest.approx(7.5) and std == pytest.approx(np.std([5.0, 10.0], ddof=1))
+    assert transfer.paired_difference(records, "frozen", "scratch", 400) == pytest.approx((-2.0, 0.0))
+    with pytest.raises(ValueError, match="no results for strategy 'gradual' at n_labels=100"):
+        transfer.paired_difference(records, "gradual", "scratch", 100)
+    with pytest.raises(ValueError, match=r"'finetune' has no result at n_labels=100 for seeds \[1, 2\]"):
+        transfer.paired_difference(records, "frozen", "finetune", 100)
 
 
 def test_merge_results_replaces_the_same_run():
@@ -645,7 +658,8 @@ def test_each_seed_starts_from_its_own_stage(tiny_task, source, word2vec, monkey
         started_from.append((seed, intermediate))
         return build_model(strategy, source_, weights, seed, intermediate=intermediate, **overrides)
 
-    monkeypatch.setattr(transfer, "build_model", recording_build_model)
+    # the grid builds its models through train_strategy, which looks build_model up in transfer.strategies
+    monkeypatch.setattr(transfer.strategies, "build_model", recording_build_model)
     config = train.TrainConfig(epochs=1, patience=0, device="cpu")
     transfer.run_grid(tiny_task, source, word2vec, ["scratch", "intermediate"], [20], [1, 2], config, batch_size=8,
                       val_fraction=0.25, progress=False, intermediate=stages)

@@ -1,4 +1,4 @@
-"""ULMFiT in tl_core/transfer.py: the language model fine-tuned on the target's text (stage 2), the text it reads
+"""ULMFiT in tl_core/transfer/: the language model fine-tuned on the target's text (stage 2), the text it reads
 (never a test review), and the ulmfit / ulmfit_imdb classifiers started from a language model (stage 3)."""
 
 import hashlib
@@ -85,14 +85,14 @@ def test_fine_tuning_learns_the_target_text_and_leaves_the_source_untouched(tmp_
 
 def test_fine_tuning_uses_discriminative_rates_and_stlr(monkeypatch):
     seen = {}
-    real_fit = transfer.fit
+    real_fit = train.fit
 
     def recording_fit(model, train_loader, val_loader, config, **kwargs):
         seen["groups"] = [(group["name"], group["lr"], list(group["params"])) for group in kwargs["param_groups"]]
         seen["config"], seen["objective"], seen["model"] = config, kwargs["objective"], model
         return real_fit(model, train_loader, val_loader, config, **kwargs)
 
-    monkeypatch.setattr(transfer, "fit", recording_fit)
+    monkeypatch.setattr(transfer.target_lm, "fit", recording_fit)  # where fine_tune_language_model finds it
     payload = payload_of(tiny_language_model())
     _, history = transfer.fine_tune_language_model(payload, repeated_texts(), LM_VOCAB, epochs=2, lr=4e-3,
                                                    lr_decay=2.6, batch_size=4, bptt=10, progress=False, device="cpu")

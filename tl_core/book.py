@@ -126,7 +126,8 @@ def title_of(notebook: Path) -> str:
 
 
 def source_files(notebook: Path) -> list[str]:
-    """Repository paths a chapter is made of: the notebook and the ``tl_core`` modules it imports."""
+    """Repository paths a chapter is made of: the notebook and the ``tl_core`` modules it imports (all files of
+    a package such as ``tl_core/transfer/``)."""
     modules: list[str] = []
     for cell in _read(notebook)["cells"]:
         if cell["cell_type"] != "code":
@@ -142,9 +143,15 @@ def source_files(notebook: Path) -> list[str]:
                 names = [node.module.split(".")[1]] if "." in node.module else [alias.name for alias in node.names]
             elif isinstance(node, ast.Import):
                 names = [alias.name.split(".")[1] for alias in node.names if alias.name.startswith("tl_core.")]
-            modules += [name for name in names if (REPO / "tl_core" / f"{name}.py").exists()]
+            modules += [name for name in names if (REPO / "tl_core" / f"{name}.py").exists()
+                        or (REPO / "tl_core" / name / "__init__.py").is_file()]
     paths = [Path(notebook).relative_to(REPO).as_posix()]
-    paths += [f"tl_core/{name}.py" for name in dict.fromkeys(modules)]
+    for name in dict.fromkeys(modules):  # a module's file, or every file of a package (tl_core/transfer/)
+        package = REPO / "tl_core" / name
+        if package.is_dir():
+            paths += [path.relative_to(REPO).as_posix() for path in sorted(package.glob("*.py"))]
+        else:
+            paths.append(f"tl_core/{name}.py")
     return paths
 
 

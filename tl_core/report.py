@@ -13,8 +13,6 @@ Used by ``python -m tl_core.run`` (after every run, and as ``report`` / ``compar
 from __future__ import annotations
 
 import math
-import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +33,14 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def transfer_summary(results: list[dict[str, Any]]) -> dict[tuple[str, int], tuple[float, float, int]]:
-    """(strategy, n_labels) -> (mean accuracy, standard deviation over seeds, number of seeds)."""
-    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for record in results:
-        groups[(record["strategy"], int(record["n_labels"]))].append(float(record["accuracy"]))
-    return {key: (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-            for key, values in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0]))}
+    """(strategy, n_labels) -> (mean accuracy, standard deviation over seeds, number of seeds), by n_labels then
+    strategy: :func:`tl_core.transfer.summarize` of the records, keyed for lookup."""
+    from .transfer import summarize  # here, not at the top: tl_core.transfer imports torch, which reports do not need
+
+    rows = summarize([{"strategy": record["strategy"], "n_labels": int(record["n_labels"]),
+                       "accuracy": float(record["accuracy"])} for record in results])
+    return {(row["strategy"], row["n_labels"]): (row["mean"], row["std"], row["runs"])
+            for row in sorted(rows, key=lambda row: (row["n_labels"], row["strategy"]))}
 
 
 #: The most rows the headline table of report.md may have.
