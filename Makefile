@@ -90,14 +90,20 @@ benchmark: install
 
 # Compile and link the CUDA kernels for Hopper (sm_90) against torch's CUDA 13.0 build, in a venv of their own.
 # Nothing is run: there may be no GPU. The folder of the real toolkit is found by setup.py (nvcc may be a wrapper).
+# The torch is the version requirements.txt pins (what the users run), as PyPI's CUDA build: `===` matches that
+# exact version string, so pip cannot take a local CPU build (2.13.0+cpu in the course machines' wheel folder).
+# The stamp names the version: a new pin reinstalls.
 CUDA_VENV ?= .venv-cuda
-CUDA_TORCH ?= torch==2.14.1
+TORCH_PIN := $(shell sed -n 's/^torch==//p' requirements.txt)
+CUDA_TORCH ?= torch===$(TORCH_PIN)
 CUDA_PY := $(CUDA_VENV)/bin/python
-CUDA_STAMP := $(CUDA_VENV)/.requirements-installed
+CUDA_STAMP := $(CUDA_VENV)/.requirements-installed-torch-$(TORCH_PIN)
 
 $(CUDA_STAMP):
 	$(PYTHON) -m venv $(CUDA_VENV)
-	$(CUDA_PY) -m pip install $(CUDA_TORCH) $$(grep -E '^(numpy|setuptools|wheel|ninja|pybind11)==' requirements.txt)
+	$(CUDA_PY) -m pip install "$(CUDA_TORCH)" $$(grep -E '^(numpy|setuptools|wheel|ninja|pybind11)==' requirements.txt)
+	$(CUDA_PY) -c "import torch; v = torch.__version__; assert v.split('+')[0] == '$(TORCH_PIN)' and torch.version.cuda, \
+	    f'.venv-cuda has torch {v} (CUDA {torch.version.cuda}), not the CUDA build of $(TORCH_PIN)'"
 	touch $@
 
 check-cuda: $(CUDA_STAMP)

@@ -20,6 +20,18 @@ inline void check_same_device_dtype(const char* op, const at::Tensor& reference,
               "; cast both to the same floating-point dtype");
 }
 
+// The kernels are float32 and float64 only: half precision (float16, bfloat16) and integer tensors get a message
+// that says so and how to convert, instead of ATen's "not implemented for 'Half'".
+inline void check_supported_dtype(const char* op, const at::Tensor& t, const char* name) {
+  const auto type = t.scalar_type();
+  if (type == at::kFloat || type == at::kDouble) return;
+  TORCH_CHECK(!at::isReducedFloatingType(type), op, ": ", name, " must be float32 or float64, got ", type,
+              ": float16 and bfloat16 are not supported; convert with .float() (the input, and the model with "
+              "model.float())");
+  TORCH_CHECK(false, op, ": ", name, " must be float32 or float64, got ", type,
+              "; convert with .float() (token ids go through an nn.Embedding first)");
+}
+
 inline void check_matrix(const char* op, const at::Tensor& t, const char* name, const char* layout) {
   TORCH_CHECK(t.dim() == 2, op, ": ", name, " must be 2-D ", layout, ", got a ", t.dim(), "-D tensor of shape ",
               t.sizes());
@@ -30,8 +42,7 @@ inline void check_cell_forward(const at::Tensor& gates, const at::Tensor& c_prev
                                const char* op = "tl_core.lstm_cell") {
   check_matrix(op, gates, "gates", "(batch, 4 * hidden_size)");
   check_matrix(op, c_prev, "c_prev", "(batch, hidden_size)");
-  TORCH_CHECK(at::isFloatingType(gates.scalar_type()), op, ": gates must be float32 or float64, got ",
-              gates.scalar_type());
+  check_supported_dtype(op, gates, "gates");
   check_same_device_dtype(op, gates, "gates", c_prev, "c_prev");
   TORCH_CHECK(gates.size(0) == c_prev.size(0), op, ": gates has batch size ", gates.size(0), " but c_prev has ",
               c_prev.size(0));
@@ -83,8 +94,7 @@ inline void check_layer_forward(const at::Tensor& input, const at::Tensor& batch
                                 const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh) {
   constexpr const char* op = "tl_core.lstm_layer";
   check_matrix(op, input, "input", "(tokens, input_size)");
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be float32 or float64, got ",
-              input.scalar_type());
+  check_supported_dtype(op, input, "input");
   check_matrix(op, h0, "h0", "(batch, hidden_size)");
   const int64_t hidden = h0.size(1);
   for (const auto& [tensor, name] : {std::pair{&h0, "h0"}, std::pair{&c0, "c0"}, std::pair{&w_ih, "w_ih"},
@@ -112,8 +122,7 @@ inline void check_layer_backward(const c10::optional<at::Tensor>& grad_output,
                                  const at::Tensor& hidden_prev) {
   constexpr const char* op = "tl_core.lstm_layer_backward";
   check_matrix(op, input, "input", "(tokens, input_size)");
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be float32 or float64, got ",
-              input.scalar_type());
+  check_supported_dtype(op, input, "input");
   check_matrix(op, c0, "c0", "(batch, hidden_size)");
   const int64_t tokens = input.size(0), hidden = c0.size(1);
   for (const auto& [tensor, name] : {std::pair{&c0, "c0"}, std::pair{&w_ih, "w_ih"}, std::pair{&w_hh, "w_hh"},

@@ -104,3 +104,113 @@ def test_committed_results_are_valid(tmp_path):
         assert result["repeats"] >= 10, path.name
         assert path.name.startswith(f"lstm-{result['device']}-{result['date']}-"), path.name
         assert benchmark.format_table(result)
+
+
+def test_lm_shapes_are_in_the_table_but_not_timed_by_default():
+    assert benchmark.SHAPES["lm"] == benchmark.BenchmarkShape("lm", 64, 70, 400, 1150)
+    assert benchmark.SHAPES["lm_quick"] == benchmark.BenchmarkShape("lm_quick", 64, 70, 128, 128)
+    assert set(benchmark.DEFAULT_SHAPES) == {"tutorial", "long", "small", "imdb"}
+    assert benchmark.parse_args([]).shapes.split(",") == list(benchmark.DEFAULT_SHAPES)
+    assert benchmark.parse_args(["--shapes", "lm,lm_quick"]).shapes == "lm,lm_quick"
+
+
+def test_busy_option_parsing(capsys):
+    assert benchmark.parse_args([]).busy == 0
+    assert benchmark.parse_args(["--busy", "2"]).busy == 2
+    assert benchmark.parse_args(["--busy=0"]).busy == 0
+    for bad in ("-1", "two", "1.5"):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(["--busy", bad])
+        assert "--busy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--shapes", "tutorial,huge"])
+    assert "unknown shape(s) ['huge']" in capsys.readouterr().err
+
+
+def test_busy_processes_spin_and_are_stopped():
+    with benchmark.busy_processes(2) as spinners:
+        assert len(spinners) == 2 and all(spinner.poll() is None for spinner in spinners)
+    assert all(spinner.poll() is not None for spinner in spinners)
+    with benchmark.busy_processes(0) as spinners:
+        assert spinners == []
+    with pytest.raises(ValueError, match="busy must be >= 0"):
+        with benchmark.busy_processes(-1):
+            pass
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_busy_processes_are_stopped_on_an_exception_and_on_ctrl_c(error):
+    with pytest.raises(error):
+        with benchmark.busy_processes(1) as spinners:
+            assert spinners[0].poll() is None
+            raise error()
+    assert spinners[0].poll() is not None
+
+
+def test_spinner_ends_by_itself_when_its_parent_is_gone(tmp_path):
+    """A benchmark killed outright (no cleanup) leaves no spinner behind: each watches its parent."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "spinner.pid"
+    launcher = ("import os, subprocess, sys\n"
+                f"p = subprocess.Popen([sys.executable, '-I', '-c', {benchmark.SPINNER!r}, str(os.getpid())])\n"
+                f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n")
+    subprocess.run([sys.executable, "-c", launcher], check=True, timeout=60)  # exits at once, spinner orphaned
+    pid = int(pid_file.read_text())
+    import os
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the orphaned spinner kept running")
+
+
+def test_run_benchmark_records_busy_and_stops_its_spinners(monkeypatch):
+    started = []
+    real = benchmark.busy_processes
+
+    def recording(count):
+        context = real(count)
+        spinners = context.__enter__()
+        started.extend(spinners)
+
+        class Wrapper:
+            def __enter__(self):
+                return spinners
+
+            def __exit__(self, *exc):
+                return context.__exit__(*exc)
+        return Wrapper()
+
+    monkeypatch.setattr(benchmark, "busy_processes", recording)
+    result = benchmark.run_benchmark(["small"], "cpu", repeats=1, warmup=0, log=lambda message: None,
+                                     sgemm_size=64, busy=1)
+    assert result["busy"] == 1 and len(started) == 1 and started[0].poll() is not None
+    assert "1 busy processes alongside" in benchmark.format_table(result)
+    assert benchmark.result_file_name(result).endswith("-busy1.json")
+
+    def failing_log(message):
+        if message.startswith("small:"):
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        benchmark.run_benchmark(["small"], "cpu", repeats=1, warmup=0, log=failing_log, sgemm_size=64, busy=2)
+    assert len(started) == 3 and all(spinner.poll() is not None for spinner in started)
+    with pytest.raises(ValueError, match="busy must be >= 0"):
+        benchmark.run_benchmark(["small"], "cpu", log=lambda message: None, busy=-1)
+
+
+def test_run_benchmark_without_busy_records_zero():
+    result = benchmark.run_benchmark(["lm_quick"], "cpu", repeats=1, warmup=0, log=lambda message: None,
+                                     sgemm_size=64)
+    assert result["busy"] == 0 and "busy" not in benchmark.format_table(result)
+    assert not benchmark.result_file_name(result).endswith("busy0.json")
+    assert [t["target"] for t in result["targets"]] == ["lm_quick: FusedLSTM / nn.LSTM"]

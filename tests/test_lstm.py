@@ -434,6 +434,31 @@ def test_module_bad_input_is_a_clear_error(case):
         call(fused_module())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_module_half_precision_is_a_clear_error(dtype):
+    """float16 / bfloat16 input or model: the supported dtypes and .float(), not "not implemented for 'Half'"."""
+    with pytest.raises(ValueError, match=rf"input has dtype {dtype}, but only float32 and float64 are supported .*"
+                                         r"convert it with input\.float\(\)$"):
+        fused_module()(torch.randn(5, 2, INPUT_SIZE).to(dtype))
+    with pytest.raises(ValueError, match=r"input has dtype .* convert it with input\.float\(\) or "
+                                         r"input\.to\(torch\.float64\)"):
+        fused_module().double()(torch.randn(5, 2, INPUT_SIZE).to(dtype))
+    with pytest.raises(ValueError, match=rf"the weights are {dtype}, but only float32 and float64 are supported "
+                                         r".*model\.float\(\)"):
+        fused_module().to(dtype)(torch.randn(5, 2, INPUT_SIZE).to(dtype))
+    packed = pack_padded_sequence(torch.randn(5, 2, INPUT_SIZE).to(dtype), [5, 4])
+    with pytest.raises(ValueError, match=r"input\.data has dtype .* convert it with input\.data\.float\(\)"):
+        fused_module()(packed)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool])
+def test_module_integer_input_is_a_clear_error(dtype):
+    with pytest.raises(ValueError, match=rf"input has dtype {dtype}, but it must be floating-point like the weights "
+                                         r"\(torch\.float32\); convert it with input\.to\(torch\.float32\)") as error:
+        fused_module()(torch.ones(5, 2, INPUT_SIZE, dtype=dtype))
+    assert "model.to" not in str(error.value) and "Embedding" in str(error.value)
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"proj_size": 2}, NotImplementedError, r"proj_size must be 0"),
     ({"dropout": 1.5}, ValueError, r"dropout must be a number in \[0, 1\]"),
@@ -455,6 +480,13 @@ LAYER_BAD_INPUTS = {
     "dtype": (lambda a: a.update(w_hh=a["w_hh"].float()), r"w_hh has dtype Float but input has dtype Double"
                                                           r"|w_hh has dtype torch.float32 but input"),
     "batch_sizes dtype": (lambda a: a.update(batch_sizes=a["batch_sizes"].int()), r"batch_sizes must be a 1-D int64"),
+    **{f"{dtype} input": (lambda a, dtype=getattr(torch, dtype): a.update(
+                              {name: t.to(dtype) if t.is_floating_point() else t for name, t in a.items()}),
+                          r"input must be float32 or float64, got (Half|BFloat16|torch.float16|torch.bfloat16): "
+                          r"float16 and bfloat16 are not supported; convert with \.float\(\)")
+       for dtype in ("float16", "bfloat16")},
+    "integer input": (lambda a: a.update(input=a["input"].long()),
+                      r"input must be float32 or float64, got (Long|torch.int64); convert with \.float\(\)"),
 }
 
 LAYER_BAD_VALUES = {

@@ -140,7 +140,13 @@ BAD_INPUTS = {
     "hidden mismatch": (lambda: (torch.randn(2, 8), torch.randn(2, 3)), r"= 12 columns"),
     "dtype mismatch": (lambda: (torch.randn(2, 8), torch.randn(2, 2, dtype=torch.float64)), r"dtype"),
     "integer gates": (lambda: (torch.ones(2, 8, dtype=torch.int64), torch.ones(2, 2, dtype=torch.int64)),
-                      r"float32 or float64"),
+                      r"gates must be float32 or float64, got (Long|torch.int64); convert with \.float\(\)"),
+    "half gates": (lambda: (torch.ones(2, 8, dtype=torch.float16), torch.ones(2, 2, dtype=torch.float16)),
+                   r"gates must be float32 or float64, got (Half|torch.float16): float16 and bfloat16 are not "
+                   r"supported; convert with \.float\(\)"),
+    "bfloat16 gates": (lambda: (torch.ones(2, 8, dtype=torch.bfloat16), torch.ones(2, 2, dtype=torch.bfloat16)),
+                       r"got (BFloat16|torch.bfloat16): float16 and bfloat16 are not supported; convert with "
+                       r"\.float\(\)"),
 }
 
 

@@ -11,6 +11,7 @@ this module.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import math
@@ -18,6 +19,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -50,7 +52,12 @@ SHAPES = {shape.name: shape for shape in (
     BenchmarkShape("long", batch=32, steps=512, input_size=300, hidden_size=256),
     BenchmarkShape("small", batch=16, steps=64, input_size=32, hidden_size=64),
     BenchmarkShape("imdb", batch=64, steps=400, input_size=100, hidden_size=128, variable_lengths=True),
+    # The language model's LSTM layer (AWD-LSTM's 400 -> 1150, a BPTT window of 70), and a cheap stand-in.
+    BenchmarkShape("lm", batch=64, steps=70, input_size=400, hidden_size=1150),
+    BenchmarkShape("lm_quick", batch=64, steps=70, input_size=128, hidden_size=128),
 )}
+#: The shapes timed when none are named (``make benchmark``, about 1.5 min on 2 cores); ``lm`` alone takes minutes.
+DEFAULT_SHAPES = ("tutorial", "long", "small", "imdb")
 
 #: What each variant is, for the table and the JSON.
 VARIANTS = {
@@ -67,9 +74,12 @@ CPU_TARGETS = (
     ("tutorial: FusedLSTM / nn.LSTM", "tutorial", "fused", "nn_lstm", 1.0),
     ("imdb: FusedLSTM / nn.LSTM on packed input", "imdb", "fused", "nn_lstm_packed", 0.3),
     ("imdb: FusedLSTM / nn.LSTM padded to the longest", "imdb", "fused", "nn_lstm", 0.6),
-    *((f"{name}: FusedLSTM / LSTMCell loop", name, "fused", "lstmcell_loop", 1 / 1.8) for name in SHAPES),
+    *((f"{name}: FusedLSTM / LSTMCell loop", name, "fused", "lstmcell_loop", 1 / 1.8) for name in DEFAULT_SHAPES),
+    ("lm: FusedLSTM / nn.LSTM", "lm", "fused", "nn_lstm", 1.0),
+    ("lm_quick: FusedLSTM / nn.LSTM", "lm_quick", "fused", "nn_lstm", 1.0),
 )
-CUDA_TARGETS = tuple((f"{name}: FusedLSTM / nn.LSTM (cuDNN)", name, "fused", "nn_lstm", 1.5) for name in SHAPES) + (
+CUDA_TARGETS = tuple((f"{name}: FusedLSTM / nn.LSTM (cuDNN)", name, "fused", "nn_lstm", 1.5)
+                     for name in DEFAULT_SHAPES) + (
     ("imdb: FusedLSTM / nn.LSTM (cuDNN) on packed input", "imdb", "fused", "nn_lstm_packed", 1.5),
 )
 
@@ -169,6 +179,46 @@ def time_side_by_side(functions: dict[str, Callable[[], None]], device: torch.de
             _synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return seconds
+
+
+#: One busy process of ``--busy``: pure Python arithmetic on one core (no torch, no I/O, no memory to speak of).
+#: It ignores Ctrl-C (the benchmark stops it, see :func:`busy_processes`) and ends by itself, within milliseconds,
+#: when its parent is gone (killed without a chance to clean up). Its argument: the parent's pid.
+SPINNER = ("import os, signal, sys\n"
+           "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+           "parent = int(sys.argv[1])  # the starter's pid: it may be gone before this line runs\n"
+           "while os.getppid() == parent:\n"
+           "    for _ in range(100_000):\n"
+           "        pass\n")
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 5.0) -> None:
+    """Terminate each process still running and wait for it; one that outlives ``timeout`` seconds is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """``count`` CPU spinners (:data:`SPINNER`) running while the block runs: a shared machine on demand. They
+    are stopped when the block ends, however it ends (an exception, Ctrl-C); yields their ``Popen`` objects."""
+    if count < 0:
+        raise ValueError(f"busy must be >= 0, got {count}")
+    processes = []
+    try:
+        for _ in range(count):
+            processes.append(subprocess.Popen([sys.executable, "-I", "-c", SPINNER, str(os.getpid())],
+                                              stdin=subprocess.DEVNULL))
+        yield processes
+    finally:
+        stop_processes(processes)
 
 
 def sgemm_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
@@ -308,26 +358,38 @@ def machine_slug(machine: dict) -> str:
 
 
 def result_file_name(result: dict) -> str:
-    """lstm-<device>-<date>-<machine>.json, as committed under benchmarks/results/."""
-    return f"lstm-{result['device']}-{result['date']}-{machine_slug(result['machine'])}.json"
+    """lstm-<device>-<date>-<machine>.json, as committed under benchmarks/results/; -busy<N> before .json for a
+    run with N busy processes."""
+    busy = f"-busy{result['busy']}" if result.get("busy") else ""
+    return f"lstm-{result['device']}-{result['date']}-{machine_slug(result['machine'])}{busy}.json"
 
 
 def run_benchmark(shape_names: list[str] | None = None, device: str = "cpu", repeats: int = 10, warmup: int = 3,
                   data_dir: str | None = None, imdb_lengths: list[int] | None = None, log=print,
-                  sgemm_size: int = 2048) -> dict:
+                  sgemm_size: int = 2048, busy: int = 0) -> dict:
     """Time every variant of every shape (forward, and forward+backward) and return the JSON-ready result.
 
     The IMDB-like batch draws its lengths from the IMDB train reviews (:func:`imdb_train_lengths`), unless
     ``imdb_lengths`` gives the batch's lengths directly (e.g. those of an earlier result, to time the same batch
-    on another device).
+    on another device). ``busy`` > 0 runs that many CPU spinners (:func:`busy_processes`) through the whole
+    benchmark, the sgemm figure included: the comparison on a shared machine. No shapes: ``DEFAULT_SHAPES``.
     """
     device = torch.device(device)
-    shape_names = list(shape_names or SHAPES)
+    shape_names = list(shape_names or DEFAULT_SHAPES)
     unknown = [name for name in shape_names if name not in SHAPES]
     if unknown:
         raise ValueError(f"unknown shape(s) {unknown}; known: {sorted(SHAPES)}")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    if busy < 0:
+        raise ValueError(f"busy must be >= 0, got {busy}")
+    with busy_processes(busy):
+        if busy:
+            log(f"busy: {busy} CPU spinner process(es) running")
+        return _run_benchmark(shape_names, device, repeats, warmup, data_dir, imdb_lengths, log, sgemm_size, busy)
+
+
+def _run_benchmark(shape_names, device, repeats, warmup, data_dir, imdb_lengths, log, sgemm_size, busy) -> dict:
     result = {
         "benchmark": "lstm",
         "date": datetime.date.today().isoformat(),
@@ -335,6 +397,7 @@ def run_benchmark(shape_names: list[str] | None = None, device: str = "cpu", rep
         "machine": machine_description(device),
         "repeats": repeats,
         "warmup": warmup,
+        "busy": busy,  # CPU spinner processes running alongside (--busy), 0 on a machine left to the benchmark
         "timing": "median_ms: median of the timed runs; forward under torch.no_grad(); forward+backward of "
                   "output.sum() + h_n.sum(); all variants of a shape timed round-robin in one loop",
         "variants": {name: text for name, text in VARIANTS.items()},
@@ -416,7 +479,8 @@ def format_table(result: dict) -> str:
     out = io.StringIO()
     machine = result["machine"]
     out.write(f"LSTM benchmark, {result['date']}, {machine.get('gpu') or machine['cpu']} "
-              f"({machine['torch_threads']} threads), torch {machine['torch']}; medians of {result['repeats']} runs\n")
+              f"({machine['torch_threads']} threads), torch {machine['torch']}; medians of {result['repeats']} runs"
+              + (f"; {result['busy']} busy processes alongside" if result.get("busy") else "") + "\n")
     out.write(f"sgemm (torch.mm {result.get('sgemm_size', 2048)}²): {result['sgemm_gflops']:.1f} GFLOP/s\n")
     if "lengths_source" in result:
         out.write(f"imdb lengths: {result['lengths_source']}\n")
@@ -467,16 +531,27 @@ def plot_results(result: dict, mode: str = "forward_backward"):
     return figure
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line of benchmarks/lstm.py."""
+def _count(text: str) -> int:
     import argparse
 
-    from .artifacts import write_json
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None):
+    """The options of benchmarks/lstm.py (see :func:`main`)."""
+    import argparse
 
     parser = argparse.ArgumentParser(description="Time FusedLSTM against nn.LSTM, packed nn.LSTM and an LSTMCell "
                                                  "loop; write JSON and print a table.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
-    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
+    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES),
+                        help=f"comma-separated, from {', '.join(SHAPES)} (default: {','.join(DEFAULT_SHAPES)})")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per variant (median; default 10)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per variant first (default 3)")
     parser.add_argument("--data-dir", default=None, help="data folder for the IMDB lengths (default: the data "
@@ -488,9 +563,23 @@ def main(argv: list[str] | None = None) -> int:
                                                            "lstm-<device>-<date>-<machine>.json (default: "
                                                            "benchmarks/results/)")
     parser.add_argument("--output", default=None, help="exact JSON path (overrides --output-dir)")
+    parser.add_argument("--busy", type=_count, default=0, metavar="N",
+                        help="run N busy processes (pure CPU spinners, started and stopped by the benchmark) "
+                             "alongside, as on a shared machine; recorded in the JSON (default 0)")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.shapes.split(",") if name and name not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {unknown}; known: {', '.join(SHAPES)}")
     if args.device == "cuda" and not (torch.cuda.is_available() and extension_info()["with_cuda"]):
         parser.error("--device cuda needs a GPU and tl_core._C built with CUDA")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line of benchmarks/lstm.py."""
+    from .artifacts import write_json
+
+    args = parse_args(argv)
     if args.repeats < 10:
         print(f"note: {args.repeats} repeats; the committed results use at least 10", file=sys.stderr)
     imdb_lengths = None
@@ -499,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
 
         imdb_lengths = read_json(args.imdb_lengths_from)["shapes"]["imdb"]["lengths"]
     result = run_benchmark([s for s in args.shapes.split(",") if s], args.device, args.repeats, args.warmup,
-                           args.data_dir, imdb_lengths, log=lambda message: print(message, file=sys.stderr, flush=True))
+                           args.data_dir, imdb_lengths, log=lambda message: print(message, file=sys.stderr, flush=True),
+                           busy=args.busy)
     folder = Path(args.output_dir) if args.output_dir else RESULTS_DIR
     output = Path(args.output) if args.output else folder / result_file_name(result)
     write_json(output, result)

@@ -229,6 +229,18 @@ class FusedLSTM(nn.Module):
         if input.shape[-1] != self.input_size:
             raise RuntimeError(f"FusedLSTM: {name}.size(-1) must equal input_size = {self.input_size}, got "
                              f"{input.shape[-1]} (input of shape {list(input.shape)})")
+        if weight.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"FusedLSTM: the weights are {weight.dtype}, but only float32 and float64 are supported "
+                             f"(no float16 / bfloat16 kernels); convert the model with model.float() and the input "
+                             f"with input.float()")
+        if not input.dtype.is_floating_point:
+            raise ValueError(f"FusedLSTM: {name} has dtype {input.dtype}, but it must be floating-point like the "
+                             f"weights ({weight.dtype}); convert it with {name}.to({weight.dtype}) (token ids go "
+                             f"through an nn.Embedding first)")
+        if input.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"FusedLSTM: {name} has dtype {input.dtype}, but only float32 and float64 are supported "
+                             f"(no float16 / bfloat16 kernels); convert it with {name}.float()"
+                             + ("" if weight.dtype == torch.float32 else f" or {name}.to({weight.dtype})"))
         if input.dtype != weight.dtype:
             raise ValueError(f"FusedLSTM: {name} has dtype {input.dtype} but the weights have {weight.dtype}; convert "
                             f"the input (input.to({weight.dtype})) or the model (model.to({input.dtype}))")

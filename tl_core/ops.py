@@ -60,6 +60,17 @@ def _check_matrix(op: str, tensor: Tensor, name: str, layout: str) -> None:
                            f"{list(tensor.shape)}")
 
 
+def _check_supported_dtype(op: str, tensor: Tensor, name: str) -> None:
+    """Mirror of check_supported_dtype in csrc/lstm_checks.h: float32 and float64 only, saying how to convert."""
+    if tensor.dtype in (torch.float32, torch.float64):
+        return
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        raise RuntimeError(f"{op}: {name} must be float32 or float64, got {tensor.dtype}: float16 and bfloat16 are "
+                           "not supported; convert with .float() (the input, and the model with model.float())")
+    raise RuntimeError(f"{op}: {name} must be float32 or float64, got {tensor.dtype}; convert with .float() "
+                       "(token ids go through an nn.Embedding first)")
+
+
 def _check_same_device_dtype(op: str, reference: Tensor, reference_name: str, other: Tensor, name: str) -> None:
     if other.device != reference.device:
         raise RuntimeError(f"{op}: {name} is on {other.device} but {reference_name} is on {reference.device}; "
@@ -73,8 +84,7 @@ def _check_cell_forward(gates: Tensor, c_prev: Tensor, op: str = "tl_core.lstm_c
     """Mirror of check_cell_forward in csrc/lstm_checks.h, for the fake kernels (no kernel runs there)."""
     _check_matrix(op, gates, "gates", "(batch, 4 * hidden_size)")
     _check_matrix(op, c_prev, "c_prev", "(batch, hidden_size)")
-    if not gates.dtype.is_floating_point:
-        raise RuntimeError(f"{op}: gates must be float32 or float64, got {gates.dtype}")
+    _check_supported_dtype(op, gates, "gates")
     _check_same_device_dtype(op, gates, "gates", c_prev, "c_prev")
     if gates.shape[0] != c_prev.shape[0]:
         raise RuntimeError(f"{op}: gates has batch size {gates.shape[0]} but c_prev has {c_prev.shape[0]}")
@@ -182,8 +192,7 @@ def _check_batch_sizes_tensor(op: str, batch_sizes: Tensor) -> None:
 
 def _check_floating_input(op: str, input: Tensor) -> None:
     _check_matrix(op, input, "input", "(tokens, input_size)")
-    if not input.dtype.is_floating_point:
-        raise RuntimeError(f"{op}: input must be float32 or float64, got {input.dtype}")
+    _check_supported_dtype(op, input, "input")
 
 
 def _check_layer_forward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh) -> None:
