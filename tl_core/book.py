@@ -91,8 +91,13 @@ class BookError(RuntimeError):
 
 
 def discover_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS) -> list[Path]:
-    """The numbered notebooks ``NN_topic.ipynb`` in notebook order."""
-    found = sorted(Path(notebooks_dir).glob(NOTEBOOK_PATTERN))
+    """The numbered notebooks ``NN_topic.ipynb`` in notebook order that the quick profile runs: the committed,
+    executed ones. An appendix that only larger profiles run (``metadata.tl_course.profiles``, e.g.
+    08_more_strategies) is committed unexecuted and stays off the site."""
+    from .course import discover_notebooks as course_notebooks
+
+    quick = {notebook.path.name for notebook in course_notebooks(Path(notebooks_dir)) if notebook.runs_in("quick")}
+    found = [path for path in sorted(Path(notebooks_dir).glob(NOTEBOOK_PATTERN)) if path.name in quick]
     if not found:
         raise BookError(f"no notebooks named NN_topic.ipynb in {notebooks_dir}")
     return found
