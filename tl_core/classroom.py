@@ -20,10 +20,11 @@ notebooks run by nbval like the chapters (outputs stored from a clean run), with
   grader's machine decides where the run directory is (:func:`assignment_run_dir`), not the student's notebook.
 
 The notebook metadata ``tl_course.needs`` names the chapter notebooks whose artifacts an assignment reads from
-the run directory (``[]`` for none); the autograding test runs exactly those first.
+the run directory (``[]`` for none); the autograding test runs those, and every chapter before the last of
+them, with the smoke profile first (the tests recompute their answers, so a smoke run's artifacts must do).
 
 **Recipe: converting a notebook's exercises and its solutions notebook into an instructor source** (done for
-00-03; the same steps for each later notebook):
+00-07; the same steps for each later notebook):
 
 1. Copy ``notebooks/solutions/NN_topic_solutions.ipynb`` to ``notebooks/assignments/NN_topic.ipynb``. Its title
    becomes ``# NN · Topic — exercises``; say what it needs and how long it runs.
