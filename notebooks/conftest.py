@@ -3,15 +3,14 @@ larger profiles run (``"tl_course": {"profiles": ["full", "gpu"]}`` in its metad
 no committed outputs to compare and would run for an hour at its defaults: it is not collected here (its code is
 run by tests/test_transfer_notebooks.py at toy size)."""
 
-import json
+from tl_core.course import profiles_of
 
 
 def pytest_ignore_collect(collection_path, config):
     if collection_path.suffix != ".ipynb":
         return None
     try:
-        profiles = json.loads(collection_path.read_text(encoding="utf-8")).get("metadata", {}).get(
-            "tl_course", {}).get("profiles")
+        profiles = profiles_of(collection_path)
     except (OSError, ValueError):
         return None  # nbval reports a notebook it cannot read
     return True if profiles is not None and "quick" not in profiles else None

@@ -94,10 +94,10 @@ def discover_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS) -> list[Pat
     """The numbered notebooks ``NN_topic.ipynb`` in notebook order that the quick profile runs: the committed,
     executed ones. An appendix that only larger profiles run (``metadata.tl_course.profiles``, e.g.
     08_more_strategies) is committed unexecuted and stays off the site."""
-    from .course import discover_notebooks as course_notebooks
+    from .course import profiles_of
 
-    quick = {notebook.path.name for notebook in course_notebooks(Path(notebooks_dir)) if notebook.runs_in("quick")}
-    found = [path for path in sorted(Path(notebooks_dir).glob(NOTEBOOK_PATTERN)) if path.name in quick]
+    found = [path for path in sorted(Path(notebooks_dir).glob(NOTEBOOK_PATTERN))
+             if (profiles := profiles_of(path)) is None or "quick" in profiles]
     if not found:
         raise BookError(f"no notebooks named NN_topic.ipynb in {notebooks_dir}")
     return found

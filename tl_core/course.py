@@ -80,6 +80,14 @@ def _with_type(info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
+def profiles_of(path: str | os.PathLike) -> list[str] | None:
+    """The profiles a notebook runs in, from its metadata (``tl_course.profiles``); None: every one."""
+    import nbformat
+
+    profiles = nbformat.read(path, as_version=4).metadata.get("tl_course", {}).get("profiles")
+    return list(profiles) if profiles is not None else None
+
+
 def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Notebook]:
     """The numbered notebooks ``NN_topic.ipynb`` in order, with their declared parameters."""
     import nbformat
@@ -89,8 +97,7 @@ def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[N
     found = []
     for path in sorted(notebooks_dir.glob(NOTEBOOK_PATTERN)):
         parameters = {name: _with_type(dict(info)) for name, info in papermill.inspect_notebook(str(path)).items()}
-        profiles = nbformat.read(path, as_version=4).metadata.get("tl_course", {}).get("profiles")
-        found.append(Notebook(path, parameters, list(profiles) if profiles is not None else None))
+        found.append(Notebook(path, parameters, profiles_of(path)))
     if not found:
         raise CourseNotFoundError(f"no notebooks named NN_topic.ipynb in {notebooks_dir}")
     return found
