@@ -10,6 +10,12 @@
 // the first batch_sizes[t] rows, so its state is left as it was and no work is done for it (the active batch
 // shrinks), and the reverse direction starts each sequence at its own last step, from h0.
 //
+// Threads: the recurrence runs over a window of rows [begin, end) of the batch, every step for those rows (a row's
+// steps depend only on its own earlier steps). The device's `Cell::for_row_windows` decides how the batch is cut
+// into windows: the CPU gives each thread one window and lets it run the whole recurrence with single-threaded
+// GEMMs (one parallel region per layer call, no barrier per step); CUDA takes the whole batch as one window and
+// parallelises each step on the device.
+//
 // What backward needs, saved by the forward: the activated gates (tokens, 4H), the cell states (tokens, H) and
 // the hidden state each step started from (tokens, H), whose rows line up with the input's so that the weight
 // gradients are two whole-sequence GEMMs after the loop.
@@ -18,6 +24,7 @@
 #include <ATen/ATen.h>
 #include <ATen/DeviceGuard.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -27,6 +34,76 @@ namespace tl_core {
 
 // Step t of the loop in processing order: forward direction t = s, reverse direction t = T-1-s.
 inline int64_t step_at(int64_t s, int64_t steps, bool reverse) { return reverse ? steps - 1 - s : s; }
+
+// The recurrent GEMM for a block of rows, through ATen (MKL on the CPU, cuBLAS on a GPU): forward, the gates get
+// h W_hhᵀ added; backward, grad_h = d_gates W_hh. The CPU's policy swaps in MKL's packed GEMM (lstm.cpp).
+class AtenRecurrentGemm {
+ public:
+  AtenRecurrentGemm(const at::Tensor& w_hh, bool forward) : w_(forward ? w_hh.detach().t() : w_hh.detach()) {}
+
+  // out[out_row : out_row + rows] (+)= in[in_row : in_row + rows] W, added when `accumulate`, else overwritten.
+  void apply(const at::Tensor& in, int64_t in_row, at::Tensor& out, int64_t out_row, int64_t rows,
+             bool accumulate) const {
+    auto out_rows = out.narrow(0, out_row, rows);
+    if (accumulate) {
+      out_rows.addmm_(in.narrow(0, in_row, rows), w_);
+    } else {
+      at::mm_out(out_rows, in.narrow(0, in_row, rows), w_);
+    }
+  }
+
+ private:
+  at::Tensor w_;
+};
+
+// How many of the rows [begin, end) are active at step t (the first batch_sizes[t] rows are).
+inline int64_t rows_in_window(const PackedSteps& steps, int64_t t, int64_t begin, int64_t end) {
+  return std::max<int64_t>(0, std::min(steps.size(t), end) - begin);
+}
+
+// The forward recurrence for the rows [begin, end) of the batch, every step. Buffers as in layer_forward.
+template <class Cell, typename T, class Gemm>
+void forward_window(const PackedSteps& steps, bool reverse, int64_t begin, int64_t end, int64_t hidden,
+                    at::Tensor& gates, at::Tensor& h_n, at::Tensor& c_n, const Gemm& gemm, T* output, T* cells,
+                    T* hidden_prev) {
+  T* gates_data = gates.mutable_data_ptr<T>();
+  T* h_data = h_n.mutable_data_ptr<T>() + begin * hidden;
+  T* c_data = c_n.mutable_data_ptr<T>() + begin * hidden;
+  for (int64_t s = 0; s < steps.count(); ++s) {
+    const int64_t t = step_at(s, steps.count(), reverse);
+    const int64_t rows = rows_in_window(steps, t, begin, end), offset = steps.offset(t) + begin;
+    if (rows == 0) continue;
+    gemm.apply(h_n, begin, gates, offset, rows, /*accumulate=*/true);
+    Cell::template forward_step<T>(gates_data + offset * 4 * hidden, c_data, h_data, hidden_prev + offset * hidden,
+                                   cells + offset * hidden, output + offset * hidden, rows, hidden);
+  }
+}
+
+// The backward recurrence for the rows [begin, end): d_gates of every step, and the gradients carried along the
+// state (grad_h, grad_c: in, those of h_n and c_n; out, those of h0 and c0).
+template <class Cell, typename T, class Gemm>
+void backward_window(const PackedSteps& steps, bool reverse, int64_t begin, int64_t end, int64_t hidden,
+                     const T* grad_output, const T* act, const T* cells, const T* c0, at::Tensor& grad_h,
+                     at::Tensor& grad_c, at::Tensor& d_gates, const Gemm& gemm) {
+  T* d_gates_data = d_gates.mutable_data_ptr<T>();
+  const T* grad_h_data = grad_h.const_data_ptr<T>() + begin * hidden;
+  T* grad_c_data = grad_c.mutable_data_ptr<T>() + begin * hidden;
+  for (int64_t s = steps.count() - 1; s >= 0; --s) {
+    const int64_t t = step_at(s, steps.count(), reverse);
+    const int64_t rows = rows_in_window(steps, t, begin, end), offset = steps.offset(t) + begin;
+    if (rows == 0) continue;
+    // The cell state this step started from: for the rows that were active at the step before (in processing
+    // order) it is that step's cell state; for the others this is their first step, and it is c0.
+    const bool has_previous = s > 0;
+    const int64_t previous = has_previous ? step_at(s - 1, steps.count(), reverse) : 0;
+    const int64_t continuing = has_previous ? std::min(rows_in_window(steps, previous, begin, end), rows) : 0;
+    const T* c_prev_continuing = has_previous ? cells + (steps.offset(previous) + begin) * hidden : c0;
+    Cell::template backward_step<T>(grad_h_data, grad_output ? grad_output + offset * hidden : nullptr, grad_c_data,
+                                    act + offset * 4 * hidden, c_prev_continuing, c0 + begin * hidden, continuing,
+                                    cells + offset * hidden, d_gates_data + offset * 4 * hidden, rows, hidden);
+    gemm.apply(d_gates, offset, grad_h, begin, rows, /*accumulate=*/false);
+  }
+}
 
 template <class Cell>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_forward(
@@ -57,23 +134,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // direction) or not yet (reverse direction), so after the loop these buffers hold h_n and c_n.
   auto h_n = h0.contiguous().clone();
   auto c_n = c0.contiguous().clone();
-  const auto w_hh_t = w_hh.t();
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_forward", [&] {
-    scalar_t* gates_data = gates.mutable_data_ptr<scalar_t>();
+    const typename Cell::template RecurrentGemm<scalar_t> gemm(w_hh, /*forward=*/true);
     scalar_t* output_data = output.mutable_data_ptr<scalar_t>();
     scalar_t* cells_data = cells.mutable_data_ptr<scalar_t>();
     scalar_t* hidden_prev_data = hidden_prev.mutable_data_ptr<scalar_t>();
-    for (int64_t s = 0; s < steps.count(); ++s) {
-      const int64_t t = step_at(s, steps.count(), reverse);
-      const int64_t rows = steps.size(t), offset = steps.offset(t);
-      if (rows == 0) continue;
-      gates.narrow(0, offset, rows).addmm_(h_n.narrow(0, 0, rows), w_hh_t);
-      Cell::template forward_step<scalar_t>(gates_data + offset * 4 * hidden, c_n.mutable_data_ptr<scalar_t>(),
-                                            h_n.mutable_data_ptr<scalar_t>(), hidden_prev_data + offset * hidden,
-                                            cells_data + offset * hidden, output_data + offset * hidden, rows,
-                                            hidden);
-    }
+    Cell::for_row_windows(steps, hidden, [&](int64_t begin, int64_t end) {
+      forward_window<Cell, scalar_t>(steps, reverse, begin, end, hidden, gates, h_n, c_n, gemm, output_data,
+                                     cells_data, hidden_prev_data);
+    });
   });
   return {output, h_n, c_n, gates, cells, hidden_prev};
 }
@@ -100,28 +170,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto d_gates = at::empty_like(act);
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_backward", [&] {
-    const scalar_t* act_data = act.const_data_ptr<scalar_t>();
-    const scalar_t* cells_data = cells_c.const_data_ptr<scalar_t>();
-    const scalar_t* c0_data = c0_c.const_data_ptr<scalar_t>();
+    const typename Cell::template RecurrentGemm<scalar_t> gemm(w_hh, /*forward=*/false);
     const scalar_t* grad_output_data = grad_output_c.defined() ? grad_output_c.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* d_gates_data = d_gates.mutable_data_ptr<scalar_t>();
-    for (int64_t s = steps.count() - 1; s >= 0; --s) {
-      const int64_t t = step_at(s, steps.count(), reverse);
-      const int64_t rows = steps.size(t), offset = steps.offset(t);
-      if (rows == 0) continue;
-      // The cell state this step started from: for the rows that were active at the step before (in processing
-      // order) it is that step's cell state; for the others this is their first step, and it is c0.
-      const bool has_previous = s > 0;
-      const int64_t previous = has_previous ? step_at(s - 1, steps.count(), reverse) : 0;
-      const int64_t continuing = has_previous ? std::min(steps.size(previous), rows) : 0;
-      const scalar_t* c_prev_continuing = has_previous ? cells_data + steps.offset(previous) * hidden : c0_data;
-      Cell::template backward_step<scalar_t>(
-          grad_h.const_data_ptr<scalar_t>(), grad_output_data ? grad_output_data + offset * hidden : nullptr,
-          grad_c.mutable_data_ptr<scalar_t>(), act_data + offset * 4 * hidden, c_prev_continuing, c0_data,
-          continuing, cells_data + offset * hidden, d_gates_data + offset * 4 * hidden, rows, hidden);
-      auto grad_h_rows = grad_h.narrow(0, 0, rows);
-      at::mm_out(grad_h_rows, d_gates.narrow(0, offset, rows), w_hh);
-    }
+    Cell::for_row_windows(steps, hidden, [&](int64_t begin, int64_t end) {
+      backward_window<Cell, scalar_t>(steps, reverse, begin, end, hidden, grad_output_data,
+                                      act.const_data_ptr<scalar_t>(), cells_c.const_data_ptr<scalar_t>(),
+                                      c0_c.const_data_ptr<scalar_t>(), grad_h, grad_c, d_gates, gemm);
+    });
   });
 
   // Weight gradients over the whole sequence at once: two GEMMs with the token dimension as the inner one.

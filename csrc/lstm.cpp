@@ -6,14 +6,92 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 
 #include "cell_cpu.h"
 #include "cell_math.h"
 #include "layer.h"
 #include "lstm_checks.h"
 
+// MKL's packed GEMM (cblas_sgemm_pack / cblas_sgemm_compute, LP64 ints): W_hh is laid out for the GEMM kernel
+// once per layer call instead of once per step, which the small per-step GEMMs of a recurrence pay for dearly
+// (measured: 32x128 @ 128x512 on one core, 64 -> 83 GFLOP/s; 32x1150 @ 1150x4600, 47 -> 63). PyTorch's x86 builds
+// link MKL into libtorch_cpu and export these; the references are weak, so where a build has no MKL they are null
+// and the layer uses ATen's GEMM.
+#if defined(__GNUC__) && defined(__linux__)
+extern "C" {
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
+                      int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
+}
+#define TL_HAVE_WEAK_MKL 1
+#else
+#define TL_HAVE_WEAK_MKL 0
+#endif
+
 namespace tl_core {
+
+bool packed_gemm_available() {
+#if TL_HAVE_WEAK_MKL
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+#else
+  return false;
+#endif
+}
+
 namespace {
+
+// Whether float layers use the packed GEMM when it is available (tl_core._C.set_packed_gemm: for tests and the
+// benchmark's comparison of both paths).
+std::atomic<bool> packed_gemm_enabled{true};
+
+// The CPU's recurrent GEMM (layer.h's interface): MKL's packed GEMM for float when there is one, else ATen's.
+template <typename T>
+class CpuRecurrentGemm : public AtenRecurrentGemm {
+ public:
+  using AtenRecurrentGemm::AtenRecurrentGemm;
+};
+
+#if TL_HAVE_WEAK_MKL
+template <>
+class CpuRecurrentGemm<float> {
+ public:
+  CpuRecurrentGemm(const at::Tensor& w_hh, bool forward) : aten_(w_hh, forward) {
+    // Forward B = W_hhᵀ (k = H, n = 4H); backward B = W_hh (k = 4H, n = H). W_hh is (4H, H), row-major.
+    const int64_t rows = w_hh.size(0), cols = w_hh.size(1);
+    k_ = forward ? cols : rows;
+    n_ = forward ? rows : cols;
+    if (!packed_gemm_enabled.load() || !packed_gemm_available() || rows > INT_MAX / 8 || cols > INT_MAX / 8) return;
+    const auto w = w_hh.detach().contiguous();
+    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
+    // m only sizes the packing's blocking; the packed B serves products with any number of rows.
+    const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, 64, static_cast<int>(n_), static_cast<int>(k_));
+    packed_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))}, w.options());
+    cblas_sgemm_pack(kRowMajor, kBMatrix, forward ? kTrans : kNoTrans, 64, static_cast<int>(n_),
+                     static_cast<int>(k_), 1.0f, w.const_data_ptr<float>(), static_cast<int>(cols),
+                     packed_.mutable_data_ptr<float>());
+  }
+
+  void apply(const at::Tensor& in, int64_t in_row, at::Tensor& out, int64_t out_row, int64_t rows,
+             bool accumulate) const {
+    if (!packed_.defined()) return aten_.apply(in, in_row, out, out_row, rows, accumulate);
+    constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151;
+    const int64_t lda = in.size(1), ldc = out.size(1);
+    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, static_cast<int>(rows), static_cast<int>(n_),
+                        static_cast<int>(k_), in.const_data_ptr<float>() + in_row * lda, static_cast<int>(lda),
+                        packed_.const_data_ptr<float>(), static_cast<int>(n_), accumulate ? 1.0f : 0.0f,
+                        out.mutable_data_ptr<float>() + out_row * ldc, static_cast<int>(ldc));
+  }
+
+ private:
+  AtenRecurrentGemm aten_;
+  at::Tensor packed_;
+  int64_t k_ = 0, n_ = 0;
+};
+#endif
 
 // Hidden units per parallel chunk. Below this a step is cheaper on one thread than the cost of waking a second.
 constexpr int64_t kGrainUnits = 16384;
@@ -169,50 +247,77 @@ TL_CPU_CLONES void layer_backward_rows_float(const float* grad_h, const float* g
                              d_gates, rows, hidden);
 }
 
-// Hidden units per parallel chunk of a layer step: far below the cell op's grain, because in the layer the
-// threads are already awake (the step's GEMM has just used them), so even small steps are worth splitting.
-// Measured with FusedLSTM fwd+bwd on 2 cores against grains of 256 to 16384 units: 512-1024 was best; against
-// 16384 it is about 10 % faster on the tutorial shape and 20 % on the IMDB-like one (whose active batch shrinks).
-constexpr int64_t kLayerGrainUnits = 1024;
+// Rows per window, at least: below this a thread's per-step GEMM is too small to be worth a window of its own.
+constexpr int64_t kMinWindowRows = 4;
 
-int64_t layer_grain_rows(int64_t hidden) {
-  return std::max<int64_t>(1, kLayerGrainUnits / std::max<int64_t>(hidden, 1));
+// Cuts the rows [0, batch) into `windows` consecutive windows of about equal work: a row's work is its length in
+// steps (rows are sorted by decreasing length, so equal row counts would leave the first window the longest).
+std::vector<int64_t> balanced_cuts(const PackedSteps& steps, int64_t batch, int64_t windows) {
+  std::vector<int64_t> length(batch + 1, 0);  // difference array: row r is active at steps.size(t) > r steps
+  int64_t total = 0;
+  for (int64_t t = 0; t < steps.count(); ++t) {
+    length[0] += 1;
+    length[steps.size(t)] -= 1;
+    total += steps.size(t);
+  }
+  std::vector<int64_t> cuts{0};
+  int64_t running = 0, active = 0;
+  for (int64_t r = 0; r < batch && static_cast<int64_t>(cuts.size()) < windows; ++r) {
+    active += length[r];
+    running += active;
+    const int64_t window = static_cast<int64_t>(cuts.size());
+    // Close the window once it holds its share of the tokens, leaving at least one row for each window after it.
+    if (running * windows >= total * window && batch - (r + 1) >= windows - window) cuts.push_back(r + 1);
+  }
+  cuts.push_back(batch);
+  return cuts;
 }
 
-// The CPU's step kernels for layer.h: rows split into parallel chunks.
+// The CPU's policy for layer.h. Each thread takes one window of rows and runs the whole recurrence for it: one
+// parallel region per layer call instead of one per step, so a thread that the OS deschedules (a shared machine)
+// delays its own rows, not every step of every thread. Inside a window the per-step GEMM runs on one thread (MKL
+// does not start threads inside a parallel region) and so does the cell; W_hh stays in each core's cache.
 struct CpuLayerCell {
+  template <typename T>
+  using RecurrentGemm = CpuRecurrentGemm<T>;
+
+  template <typename F>
+  static void for_row_windows(const PackedSteps& steps, int64_t hidden, const F& fn) {
+    const int64_t batch = steps.count() > 0 ? steps.size(0) : 0;
+    const int64_t windows = std::min<int64_t>(at::get_num_threads(), batch / kMinWindowRows);
+    if (windows <= 1 || at::in_parallel_region()) {
+      fn(0, batch);
+      return;
+    }
+    const auto cuts = balanced_cuts(steps, batch, windows);
+    at::parallel_for(0, static_cast<int64_t>(cuts.size()) - 1, 1, [&](int64_t first, int64_t last) {
+      // Worker threads start with autograd's default thread state; nothing here is to be recorded.
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
+      for (int64_t w = first; w < last; ++w) fn(cuts[w], cuts[w + 1]);
+    });
+  }
+
   template <typename T>
   static void forward_step(T* gates_act, T* c_state, T* h_state, T* h_prev_out, T* c_out, T* h_out, int64_t rows,
                            int64_t hidden) {
-    at::parallel_for(0, rows, layer_grain_rows(hidden), [&](int64_t begin, int64_t end) {
-      const int64_t g = begin * 4 * hidden, s = begin * hidden;
-      if constexpr (std::is_same_v<T, float>) {
-        layer_forward_rows_float(gates_act + g, c_state + s, h_state + s, h_prev_out + s, c_out + s, h_out + s,
-                                 end - begin, hidden);
-      } else {
-        layer_forward_rows<T>(gates_act + g, c_state + s, h_state + s, h_prev_out + s, c_out + s, h_out + s,
-                              end - begin, hidden);
-      }
-    });
+    if constexpr (std::is_same_v<T, float>) {
+      layer_forward_rows_float(gates_act, c_state, h_state, h_prev_out, c_out, h_out, rows, hidden);
+    } else {
+      layer_forward_rows<T>(gates_act, c_state, h_state, h_prev_out, c_out, h_out, rows, hidden);
+    }
   }
 
   template <typename T>
   static void backward_step(const T* grad_h, const T* grad_output, T* grad_c, const T* act,
                             const T* c_prev_continuing, const T* c_prev_initial, int64_t continuing, const T* c,
                             T* d_gates, int64_t rows, int64_t hidden) {
-    at::parallel_for(0, rows, layer_grain_rows(hidden), [&](int64_t begin, int64_t end) {
-      const int64_t g = begin * 4 * hidden, s = begin * hidden;
-      // Row indices stay absolute for the c_prev choice: shift both sources and the split point together.
-      const T* grad_output_chunk = grad_output ? grad_output + s : nullptr;
-      const int64_t continuing_chunk = std::clamp<int64_t>(continuing - begin, 0, end - begin);
-      if constexpr (std::is_same_v<T, float>) {
-        layer_backward_rows_float(grad_h + s, grad_output_chunk, grad_c + s, act + g, c_prev_continuing + s,
-                                  c_prev_initial + s, continuing_chunk, c + s, d_gates + g, end - begin, hidden);
-      } else {
-        layer_backward_rows<T>(grad_h + s, grad_output_chunk, grad_c + s, act + g, c_prev_continuing + s,
-                               c_prev_initial + s, continuing_chunk, c + s, d_gates + g, end - begin, hidden);
-      }
-    });
+    if constexpr (std::is_same_v<T, float>) {
+      layer_backward_rows_float(grad_h, grad_output, grad_c, act, c_prev_continuing, c_prev_initial, continuing, c,
+                                d_gates, rows, hidden);
+    } else {
+      layer_backward_rows<T>(grad_h, grad_output, grad_c, act, c_prev_continuing, c_prev_initial, continuing, c,
+                             d_gates, rows, hidden);
+    }
   }
 };
 
@@ -328,6 +433,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  m.def("packed_gemm_available", &tl_core::packed_gemm_available,
+        "Whether the CPU layer can use MKL's packed GEMM for its recurrent products (float32).");
+  m.def(
+      "set_packed_gemm", [](bool enabled) { tl_core::packed_gemm_enabled.store(enabled); },
+      "Use MKL's packed GEMM for float32 layers when available (True, the default) or ATen's GEMM (False).");
+  m.def(
+      "row_windows",
+      [](const at::Tensor& batch_sizes, int64_t windows) {
+        TORCH_CHECK(windows >= 1, "row_windows: windows must be >= 1, got ", windows);
+        const tl_core::PackedSteps steps(batch_sizes, batch_sizes.sum().item<int64_t>(),
+                                         batch_sizes.numel() > 0 ? batch_sizes[0].item<int64_t>() : 0);
+        const int64_t batch = steps.count() > 0 ? steps.size(0) : 0;
+        return tl_core::balanced_cuts(steps, batch, std::min(windows, std::max<int64_t>(batch, 1)));
+      },
+      "The row boundaries [0, ..., batch] the CPU layer cuts a packed batch into for `windows` threads (about equal "
+      "tokens each); for tests and the curious.");
   m.def("cpu_kernel_isa", &tl_core::cpu_kernel_isa,
         "Instruction set the CPU kernels use on this machine: avx512, avx2 or baseline.");
 }

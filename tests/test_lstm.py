@@ -157,6 +157,57 @@ def test_parity_batch_split_across_threads(dtype, device):
                          outputs_and_gradients(reference, input, hx, call), dtype)
 
 
+@pytest.fixture
+def cpu_threads():
+    """Sets torch's CPU thread count for one test (the test tier runs with one thread) and restores it after."""
+    saved = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def packed_gemm():
+    """Switches the CPU layer between MKL's packed GEMM and ATen's for one test; the packed one stays the default."""
+    from tl_core import _C
+    yield _C.set_packed_gemm
+    _C.set_packed_gemm(True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gemm", ["packed", "aten"])
+def test_thread_windows_and_gemm_paths_agree(dtype, gemm, cpu_threads, packed_gemm):
+    """With several threads the CPU layer gives each one a window of rows that runs every step; 37 rows do not
+    divide among 2 or 3 threads, and varied lengths make the windows' active rows shrink unevenly. The results with
+    1, 2 and 3 threads, with MKL's packed GEMM and with ATen's, agree with each other and with nn.LSTM."""
+    from tl_core import _C
+    if gemm == "packed" and not _C.packed_gemm_available():
+        pytest.skip("this PyTorch build exports no MKL packed GEMM")
+    packed_gemm(gemm == "packed")
+    reference, fused = make_pair(dtype, hidden_size=16, num_layers=2, bidirectional=True, batch_first=True)
+    input, hx = random_batch(37, 12, dtype, "cpu", True, 4, hidden=16)
+    lengths = torch.randint(1, 13, (37,), generator=torch.Generator().manual_seed(3))
+    call = call_with_lengths(lengths, batch_first=True)
+    cpu_threads(1)
+    expected = outputs_and_gradients(reference, input, hx, call)
+    one_thread = outputs_and_gradients(fused, input, hx, call)
+    assert_all_close(one_thread, expected, dtype)
+    for threads in (2, 3):
+        cpu_threads(threads)
+        assert_all_close(outputs_and_gradients(fused, input, hx, call), one_thread, dtype)
+
+
+@pytest.mark.parametrize("batch_sizes,windows,expected", [
+    ([8] * 5, 2, [0, 4, 8]),               # equal lengths: equal rows
+    ([9] * 4, 2, [0, 5, 9]),               # odd batch: the first window takes the extra row
+    ([8, 8, 2, 2, 2, 2, 2, 2], 2, [0, 2, 8]),  # rows 0-1 hold 16 of 28 tokens: they are a window of their own
+    ([3, 3], 4, [0, 1, 2, 3]),             # more threads than rows: one row each
+    ([5, 1], 3, [0, 1, 3, 5]),
+])
+def test_row_windows_balance_tokens(batch_sizes, windows, expected):
+    from tl_core import _C
+    assert _C.row_windows(torch.tensor(batch_sizes), windows) == expected
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("with_hx", [True, False])
@@ -553,12 +604,13 @@ def resident_memory_bytes() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc (Linux)")
-def test_no_memory_growth_over_10000_forward_backward_calls():
-    """Anything kept by mistake per call (saved tensors, autograd nodes) would grow the process by ~10 KB per call
-    here, i.e. by ~100 MB over the 10,000 calls."""
+def test_no_memory_growth_over_10000_forward_backward_calls(cpu_threads):
+    """Anything kept by mistake per call (saved tensors, autograd nodes, the packed weights) would grow the process
+    by ~10 KB per call here, i.e. by ~100 MB over the 10,000 calls. Two threads: the windowed CPU loop."""
+    cpu_threads(2)
     fused = FusedLSTM(8, 16, batch_first=True)
-    input = torch.randn(4, 10, 8, requires_grad=True)
-    lengths = torch.tensor([10, 3, 7, 1])
+    input = torch.randn(12, 10, 8, requires_grad=True)
+    lengths = torch.tensor([10, 3, 7, 1, 10, 9, 8, 2, 4, 4, 6, 5])
 
     def step():
         output, (h_n, _) = fused(input, lengths=lengths)

@@ -153,6 +153,15 @@ __global__ void layer_backward_kernel(const T* __restrict__ grad_h, const T* __r
 // so the loop over time never waits for the GPU).
 struct CudaLayerCell {
   template <typename T>
+  using RecurrentGemm = AtenRecurrentGemm;  // cuBLAS on the current stream
+
+  // The whole batch is one window: each step is parallel on the device, the loop over steps stays on the host.
+  template <typename F>
+  static void for_row_windows(const PackedSteps& steps, int64_t /*hidden*/, const F& fn) {
+    fn(0, steps.count() > 0 ? steps.size(0) : 0);
+  }
+
+  template <typename T>
   static void forward_step(T* gates_act, T* c_state, T* h_state, T* h_prev_out, T* c_out, T* h_out, int64_t rows,
                            int64_t hidden) {
     layer_forward_kernel<T><<<blocks_for(rows * hidden), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
