@@ -304,6 +304,8 @@ def test_selftrain_is_gradual_plus_pseudo_labels():
     selftrain, gradual = transfer.get_strategy("selftrain"), transfer.get_strategy("gradual")
     assert selftrain.recipe == gradual.recipe and 0 < selftrain.pseudo_label_fraction <= 1
     assert gradual.pseudo_label_fraction == 0
+    with pytest.raises(ValueError, match="lr_scale must be > 0, got 0"):
+        transfer.Strategy("x", "source", lr_scale=0)
     with pytest.raises(ValueError, match="pseudo_label_fraction must be in"):
         transfer.Strategy("x", "source", pseudo_label_fraction=1.5)
 

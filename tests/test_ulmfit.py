@@ -200,7 +200,8 @@ def test_ulmfit_strategies_build_from_their_language_model(source):  # noqa: F81
     assert built["ulmfit"].config.output_dropout == source["model_config"]["output_dropout"]
     assert built["ulmfit"].config.hidden_size == 8 and built["ulmfit"].config.num_layers == 2
     # gradual unfreezing over the classifier's groups: the head first
-    groups, hook = transfer.training_plan(built["ulmfit"], transfer.get_strategy("ulmfit"), lr=1e-2)
+    # at 5x the run's rate (lr_scale): the fresh head over a language model
+    groups, hook = transfer.training_plan(built["ulmfit"], transfer.get_strategy("ulmfit"), lr=2e-3)
     assert [g["name"] for g in groups] == ["embedding", "lstm layer 0", "lstm layer 1", "head"]
     assert [g["lr"] for g in groups] == pytest.approx([1e-2 / 2.6 ** 3, 1e-2 / 2.6 ** 2, 1e-2 / 2.6, 1e-2])
     assert transfer.set_trainable(built["ulmfit"], 1) == ["head"]
