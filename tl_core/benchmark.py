@@ -312,15 +312,19 @@ def build_variants(shape: BenchmarkShape, device: torch.device, lengths: torch.T
 
 # ---- the whole benchmark --------------------------------------------------------------------------------------
 
-#: Where the committed results are: benchmarks/results/ of the source tree.
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+def results_dir() -> Path:
+    """Where the committed results are: ``benchmarks/results/`` of the course folder, found from the current folder
+    upwards (course.find_notebooks)."""
+    from .course import find_notebooks
+
+    return find_notebooks().parent / "benchmarks" / "results"
 
 
 def committed_results(device: str) -> list[tuple[Path, dict]]:
     """The results under benchmarks/results/ for ``device`` ("cpu" or "cuda"), newest date first."""
     from .artifacts import read_json
 
-    files = sorted(RESULTS_DIR.glob(f"lstm-{device}-*.json"), reverse=True)
+    files = sorted(results_dir().glob(f"lstm-{device}-*.json"), reverse=True)
     return [(path, read_json(path)) for path in files]
 
 
@@ -592,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_benchmark([s for s in args.shapes.split(",") if s], args.device, args.repeats, args.warmup,
                            args.data_dir, imdb_lengths, log=lambda message: print(message, file=sys.stderr, flush=True),
                            busy=args.busy)
-    folder = Path(args.output_dir) if args.output_dir else RESULTS_DIR
+    folder = Path(args.output_dir) if args.output_dir else results_dir()
     output = Path(args.output) if args.output else folder / result_file_name(result)
     write_json(output, result)
     print(format_table(result))

@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
-BUILD = REPO / "build" / "book"
+from .course import CourseNotFoundError, find_notebooks, profiles_of
+
+PACKAGE = Path(__file__).resolve().parent  # tl_core's own files, offered for download beside the chapters
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 HEADLINE_TAG = "headline"
 RESULTS_PAGE = "results.md"
@@ -90,13 +90,27 @@ class BookError(RuntimeError):
     """The site cannot be built: notebooks not executed, a run directory without results, Sphinx failed."""
 
 
-def discover_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS) -> list[Path]:
+def course_dir() -> Path:
+    """The course folder (the clone), found from the current folder upwards (course.find_notebooks)."""
+    return find_notebooks().parent
+
+
+def build_dir() -> Path:
+    """The site's build folder: ``build/book/`` of the course folder."""
+    return course_dir() / "build" / "book"
+
+
+def _source_path(path: str) -> Path:
+    """Where a file that :func:`source_files` names lives: the package's own files wherever it is installed, the
+    rest in the course folder."""
+    return PACKAGE.parent / path if path.startswith("tl_core/") else course_dir() / path
+
+
+def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Path]:
     """The numbered notebooks ``NN_topic.ipynb`` in notebook order that the quick profile runs: the committed,
     executed ones. An appendix that only larger profiles run (``metadata.tl_course.profiles``, e.g.
     08_more_strategies) is committed unexecuted and stays off the site."""
-    from .course import profiles_of
-
-    found = [path for path in sorted(Path(notebooks_dir).glob(NOTEBOOK_PATTERN))
+    found = [path for path in sorted(find_notebooks(notebooks_dir).glob(NOTEBOOK_PATTERN))
              if (profiles := profiles_of(path)) is None or "quick" in profiles]
     if not found:
         raise BookError(f"no notebooks named NN_topic.ipynb in {notebooks_dir}")
@@ -148,13 +162,13 @@ def source_files(notebook: Path) -> list[str]:
                 names = [node.module.split(".")[1]] if "." in node.module else [alias.name for alias in node.names]
             elif isinstance(node, ast.Import):
                 names = [alias.name.split(".")[1] for alias in node.names if alias.name.startswith("tl_core.")]
-            modules += [name for name in names if (REPO / "tl_core" / f"{name}.py").exists()
-                        or (REPO / "tl_core" / name / "__init__.py").is_file()]
-    paths = [Path(notebook).relative_to(REPO).as_posix()]
+            modules += [name for name in names if (PACKAGE / f"{name}.py").exists()
+                        or (PACKAGE / name / "__init__.py").is_file()]
+    paths = [Path(notebook).resolve().relative_to(course_dir()).as_posix()]
     for name in dict.fromkeys(modules):  # a module's file, or every file of a package (tl_core/transfer/)
-        package = REPO / "tl_core" / name
+        package = PACKAGE / name
         if package.is_dir():
-            paths += [path.relative_to(REPO).as_posix() for path in sorted(package.glob("*.py"))]
+            paths += [path.relative_to(PACKAGE.parent).as_posix() for path in sorted(package.glob("*.py"))]
         else:
             paths.append(f"tl_core/{name}.py")
     return paths
@@ -175,7 +189,7 @@ def _chapter(notebook: Path, target: Path, downloads: list[tuple[str, str]]) -> 
 
 
 def _landing_page(chapters: list[tuple[str, str]]) -> str:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (course_dir() / "README.md").read_text(encoding="utf-8")
     toctree = "\n".join(["```{toctree}", ":hidden:", ":caption: Notebooks", ""] + [stem for stem, _ in chapters]
                         + ["```", "", "```{toctree}", ":hidden:", ":caption: Results", "", "results", "```"])
     contents = "\n".join(f"{number + 1}. [{title}]({stem}.ipynb)" for number, (stem, title) in enumerate(chapters))
@@ -284,10 +298,11 @@ def _exercises(folder: Path, course_dir: Path) -> dict[str, Path]:
     return found
 
 
-def assemble(src: str | os.PathLike = BUILD / "src", run_dir: str | os.PathLike | None = None,
+def assemble(src: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
              repository_url: str | None = None) -> Path:
-    """Write the site's source (pages, results, ``conf.py``, static files) into ``src``, replacing what was there."""
-    src = Path(src)
+    """Write the site's source (pages, results, ``conf.py``, static files) into ``src`` (default: ``src/`` of
+    :func:`build_dir`), replacing what was there."""
+    src = Path(src or build_dir() / "src")
     notebooks = discover_notebooks()
     for notebook in notebooks:
         check_executed(notebook)
@@ -302,7 +317,7 @@ def assemble(src: str | os.PathLike = BUILD / "src", run_dir: str | os.PathLike 
         downloads = []
         for path in source_files(notebook):
             (src / SOURCES_DIR / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO / path, src / SOURCES_DIR / path)
+            shutil.copyfile(_source_path(path), src / SOURCES_DIR / path)
             downloads.append((path, f"{SOURCES_DIR}/{path}"))
         if notebook.stem in exercises:
             downloads.append((f"exercises: {notebook.name} (student version)",
@@ -318,15 +333,17 @@ def assemble(src: str | os.PathLike = BUILD / "src", run_dir: str | os.PathLike 
     return src
 
 
-def build_html(src: str | os.PathLike = BUILD / "src", out: str | os.PathLike = BUILD / "html") -> Path:
-    """Sphinx, from ``src`` into ``out`` (a fresh build each time; warnings are printed, not fatal)."""
+def build_html(src: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> Path:
+    """Sphinx, from ``src`` into ``out`` (default: ``src/`` and ``html/`` of :func:`build_dir`; a fresh build each
+    time; warnings are printed, not fatal)."""
+    src = Path(src or build_dir() / "src")
     try:
         import myst_nb  # noqa: F401
         import sphinx_book_theme  # noqa: F401
     except ImportError:
         raise BookError("Sphinx, myst-nb and sphinx-book-theme are not installed: `make book` installs "
                         "requirements-classroom.txt") from None
-    out = Path(out)
+    out = Path(out or build_dir() / "html")
     if out.exists():
         shutil.rmtree(out)
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-E", "-d", str(Path(src) / ".doctrees"),
@@ -346,18 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="the run directory whose report.md is the results page (default: the committed "
                              "notebooks' cells tagged headline)")
-    parser.add_argument("--out", type=Path, default=BUILD, help="the build folder (default: build/book)")
+    parser.add_argument("--out", type=Path, default=None, help="the build folder (default: build/book of the course)")
     parser.add_argument("--repository-url", default=os.environ.get("BOOK_REPOSITORY_URL") or None,
                         help="a public repository to link from every page (default: $BOOK_REPOSITORY_URL, or none)")
     arguments = parser.parse_args(argv)
     started = time.perf_counter()
     try:
+        arguments.out = arguments.out or build_dir()
         if arguments.command == "results":
             print(f"wrote {results_page(arguments.out / 'src', arguments.run_dir)}")
             return 0
         src = assemble(arguments.out / "src", arguments.run_dir, arguments.repository_url)
         index = build_html(src, arguments.out / "html")
-    except BookError as error:
+    except (BookError, CourseNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"built {index} in {time.perf_counter() - started:.0f} s; open it in a browser "

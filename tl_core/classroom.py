@@ -63,13 +63,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = REPO / "notebooks" / "assignments"
-#: Where `make assignments` assembles the nbgrader course directory (git-ignored; never removed by `make clean`,
-#: since a teacher's gradebook and collected submissions live there).
-COURSE_DIR = REPO / "classroom"
+from .course import CourseNotFoundError, find_notebooks
+
 RUN_DIR_ENV = "TL_RUN_DIR"
-LAB_RUN_DIR = REPO / "runs" / "lab"
 SOURCE_PATTERN = "[0-9][0-9]_*.ipynb"
 COURSE_ID = "tl-course"
 # Every assignment is executed with the course kernel; a cell may tokenize IMDB or train Word2Vec on a sample
@@ -92,6 +88,28 @@ class AssignmentError(RuntimeError):
     """An instructor source is malformed or nbgrader failed on it."""
 
 
+# The course folder (the clone) is found from the current folder upwards (course.find_notebooks), not from where
+# this package is installed.
+def assignments_dir() -> Path:
+    """The instructor sources: ``notebooks/assignments/`` of the course folder."""
+    return find_notebooks() / "assignments"
+
+
+def classroom_dir() -> Path:
+    """Where `make assignments` assembles the nbgrader course directory: ``classroom/`` of the course folder
+    (git-ignored; never removed by `make clean`, since a teacher's gradebook and collected submissions live there)."""
+    return find_notebooks().parent / "classroom"
+
+
+def lab_run_dir() -> Path:
+    """``runs/lab/`` of the course folder: where the chapter notebooks write when run in JupyterLab."""
+    try:
+        return find_notebooks().parent / "runs" / "lab"
+    except CourseNotFoundError as error:
+        raise CourseNotFoundError(f"{error} Or set {RUN_DIR_ENV} to the run directory of the chapter "
+                                  "notebooks.") from None
+
+
 def assignment_run_dir(run_dir: str | os.PathLike | None = None) -> Path:
     """The run directory an assignment reads: ``run_dir`` if given, else ``$TL_RUN_DIR`` if set, else ``runs/lab/``
     of the course folder (where the chapter notebooks write when run in JupyterLab).
@@ -104,12 +122,12 @@ def assignment_run_dir(run_dir: str | os.PathLike | None = None) -> Path:
         return Path(run_dir).expanduser()
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV]).expanduser()
-    return LAB_RUN_DIR
+    return lab_run_dir()
 
 
-def discover_sources(directory: str | os.PathLike = ASSIGNMENTS) -> list[Path]:
-    """The instructor sources ``NN_topic.ipynb`` in notebook order."""
-    return sorted(Path(directory).glob(SOURCE_PATTERN))
+def discover_sources(directory: str | os.PathLike | None = None) -> list[Path]:
+    """The instructor sources ``NN_topic.ipynb`` in notebook order (default: :func:`assignments_dir`)."""
+    return sorted(Path(directory or assignments_dir()).glob(SOURCE_PATTERN))
 
 
 def assignment_id(source: str | os.PathLike) -> str:
@@ -127,13 +145,13 @@ def needs(source: str | os.PathLike) -> list[str]:
                               "artifacts it reads, [] for none)") from None
 
 
-def assemble_course(course_dir: str | os.PathLike = COURSE_DIR, sources: list[Path] | None = None) -> Path:
+def assemble_course(course_dir: str | os.PathLike | None = None, sources: list[Path] | None = None) -> Path:
     """An nbgrader course directory: ``nbgrader_config.py`` and ``source/<id>/<id>.ipynb`` copied from the
     instructor sources (copies, not links: nbgrader follows the course directory, not the repository)."""
-    course_dir = Path(course_dir)
+    course_dir = Path(course_dir or classroom_dir())
     sources = discover_sources() if sources is None else sources
     if not sources:
-        raise AssignmentError(f"no instructor sources named NN_topic.ipynb in {ASSIGNMENTS}")
+        raise AssignmentError(f"no instructor sources named NN_topic.ipynb in {assignments_dir()}")
     (course_dir / "source").mkdir(parents=True, exist_ok=True)
     config = course_dir / "nbgrader_config.py"
     config.write_text(NBGRADER_CONFIG.format(course_id=COURSE_ID, timeout=EXECUTE_TIMEOUT), encoding="utf-8")
@@ -144,7 +162,7 @@ def assemble_course(course_dir: str | os.PathLike = COURSE_DIR, sources: list[Pa
     return course_dir
 
 
-def grader(course_dir: str | os.PathLike = COURSE_DIR):
+def grader(course_dir: str | os.PathLike | None = None):
     """nbgrader's API on a course directory, configured as its ``nbgrader_config.py`` says."""
     try:
         from nbgrader.apps import NbGraderAPI
@@ -159,7 +177,7 @@ def grader(course_dir: str | os.PathLike = COURSE_DIR):
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     config = Config()
-    config.CourseDirectory.root = str(Path(course_dir).resolve())
+    config.CourseDirectory.root = str(Path(course_dir or classroom_dir()).resolve())
     config.CourseDirectory.course_id = COURSE_ID
     config.Execute.timeout = EXECUTE_TIMEOUT
     return NbGraderAPI(config=config)
@@ -171,7 +189,7 @@ def _checked(result: dict, what: str) -> str:
     return result.get("log") or ""
 
 
-def release(course_dir: str | os.PathLike = COURSE_DIR, sources: list[Path] | None = None) -> list[Path]:
+def release(course_dir: str | os.PathLike | None = None, sources: list[Path] | None = None) -> list[Path]:
     """Assemble the course directory and generate the student version of every instructor source
     (``nbgrader generate_assignment``) into ``<course_dir>/release/<id>/<id>.ipynb``."""
     api = grader(course_dir)  # a clear error before anything is written when nbgrader is missing
@@ -218,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tl_core.classroom", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     release_parser = commands.add_parser("release", help="student versions of every instructor source")
-    release_parser.add_argument("--course-dir", type=Path, default=COURSE_DIR,
+    release_parser.add_argument("--course-dir", type=Path, default=None,
                                 help="the nbgrader course directory (default: classroom/)")
     commands.add_parser("list", help="the instructor sources and the chapter notebooks each needs")
     arguments = parser.parse_args(argv)
@@ -230,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in release(arguments.course_dir):
             print(f"released {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
         return 0
-    except AssignmentError as error:
+    except (AssignmentError, CourseNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
