@@ -66,7 +66,6 @@ class CpuRecurrentGemm<float> {
     n_ = forward ? rows : cols;
     if (!packed_gemm_enabled.load() || !packed_gemm_available() || rows > INT_MAX / 8 || cols > INT_MAX / 8) return;
     const auto w = w_hh.detach().contiguous();
-    constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162;
     // m only sizes the packing's blocking; the packed B serves products with any number of rows.
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, 64, static_cast<int>(n_), static_cast<int>(k_));
     packed_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))}, w.options());
@@ -78,7 +77,6 @@ class CpuRecurrentGemm<float> {
   void apply(const at::Tensor& in, int64_t in_row, at::Tensor& out, int64_t out_row, int64_t rows,
              bool accumulate) const {
     if (!packed_.defined()) return aten_.apply(in, in_row, out, out_row, rows, accumulate);
-    constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151;
     const int64_t lda = in.size(1), ldc = out.size(1);
     cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, static_cast<int>(rows), static_cast<int>(n_),
                         static_cast<int>(k_), in.const_data_ptr<float>() + in_row * lda, static_cast<int>(lda),
@@ -87,6 +85,8 @@ class CpuRecurrentGemm<float> {
   }
 
  private:
+  // MKL's CBLAS enum values (mkl_cblas.h), spelled out since the header is not shipped with PyTorch.
+  static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
   AtenRecurrentGemm aten_;
   at::Tensor packed_;
   int64_t k_ = 0, n_ = 0;
@@ -283,7 +283,7 @@ struct CpuLayerCell {
 
   template <typename F>
   static void for_row_windows(const PackedSteps& steps, int64_t hidden, const F& fn) {
-    const int64_t batch = steps.count() > 0 ? steps.size(0) : 0;
+    const int64_t batch = steps.rows();
     const int64_t windows = std::min<int64_t>(at::get_num_threads(), batch / kMinWindowRows);
     if (windows <= 1 || at::in_parallel_region()) {
       fn(0, batch);
@@ -444,8 +444,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         TORCH_CHECK(windows >= 1, "row_windows: windows must be >= 1, got ", windows);
         const tl_core::PackedSteps steps(batch_sizes, batch_sizes.sum().item<int64_t>(),
                                          batch_sizes.numel() > 0 ? batch_sizes[0].item<int64_t>() : 0);
-        const int64_t batch = steps.count() > 0 ? steps.size(0) : 0;
-        return tl_core::balanced_cuts(steps, batch, std::min(windows, std::max<int64_t>(batch, 1)));
+        return tl_core::balanced_cuts(steps, steps.rows(), std::min(windows, std::max<int64_t>(steps.rows(), 1)));
       },
       "The row boundaries [0, ..., batch] the CPU layer cuts a packed batch into for `windows` threads (about equal "
       "tokens each); for tests and the curious.");

@@ -170,6 +170,8 @@ class PackedSteps {
                 " rows (tokens); they must agree");
   }
   int64_t count() const { return static_cast<int64_t>(sizes_.size()); }
+  // The rows any step touches: those of the first, widest step (0 without steps).
+  int64_t rows() const { return sizes_.empty() ? 0 : sizes_.front(); }
   int64_t size(int64_t t) const { return sizes_[t]; }
   int64_t offset(int64_t t) const { return offsets_[t]; }
 

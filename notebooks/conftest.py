@@ -3,7 +3,7 @@ larger profiles run (``"tl_course": {"profiles": ["full", "gpu"]}`` in its metad
 no committed outputs to compare and would run for an hour at its defaults: it is not collected here (its code is
 run by tests/test_transfer_notebooks.py at toy size)."""
 
-from tl_core.course import profiles_of
+from tl_core.course import profiles_of, runs_in_profile
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -13,4 +13,4 @@ def pytest_ignore_collect(collection_path, config):
         profiles = profiles_of(collection_path)
     except (OSError, ValueError):
         return None  # nbval reports a notebook it cannot read
-    return True if profiles is not None and "quick" not in profiles else None
+    return None if runs_in_profile(profiles, "quick") else True

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tl_core import book
+from tl_core.course import find_course
 
 HTML = book.build_dir() / "html"
 SCREENSHOTS = book.build_dir() / "screenshots"
@@ -58,13 +59,13 @@ def test_every_committed_notebook_is_executed_and_named_in_order():
 
 
 def test_a_chapter_links_its_notebook_and_the_modules_it_imports():
-    paths = book.source_files(book.course_dir() / "notebooks" / "01_data.ipynb")
+    paths = book.source_files(find_course() / "notebooks" / "01_data.ipynb")
     assert paths[0] == "notebooks/01_data.ipynb"
     assert {"tl_core/data.py", "tl_core/text.py", "tl_core/artifacts.py"} <= set(paths)
-    assert all((book.course_dir() / path).is_file() for path in paths)
-    package = book.source_files(book.course_dir() / "notebooks" / "06_transfer.ipynb")  # a package: every file of it
+    assert all((find_course() / path).is_file() for path in paths)
+    package = book.source_files(find_course() / "notebooks" / "06_transfer.ipynb")  # a package: every file of it
     assert {"tl_core/transfer/__init__.py", "tl_core/transfer/grid.py", "tl_core/transfer/results.py"} <= set(package)
-    assert all((book.course_dir() / path).is_file() for path in package)
+    assert all((find_course() / path).is_file() for path in package)
 
 
 def test_the_results_page_from_a_run_directory_and_without_one(tmp_path):
@@ -147,7 +148,7 @@ def chapter_pages(site: Path) -> list[str]:
 
 
 def notebook_has_figure(stem: str) -> bool:
-    notebook = json.loads((book.course_dir() / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    notebook = json.loads((find_course() / "notebooks" / f"{stem}.ipynb").read_text(encoding="utf-8"))
     return any("image/png" in output.get("data", {})
                for cell in notebook["cells"] for output in cell.get("outputs", []))
 

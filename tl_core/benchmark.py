@@ -314,10 +314,10 @@ def build_variants(shape: BenchmarkShape, device: torch.device, lengths: torch.T
 
 def results_dir() -> Path:
     """Where the committed results are: ``benchmarks/results/`` of the course folder, found from the current folder
-    upwards (course.find_notebooks)."""
-    from .course import find_notebooks
+    upwards (course.find_course)."""
+    from .course import find_course
 
-    return find_notebooks().parent / "benchmarks" / "results"
+    return find_course() / "benchmarks" / "results"
 
 
 def committed_results(device: str) -> list[tuple[Path, dict]]:

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from .course import CourseNotFoundError, find_notebooks, profiles_of
+from .course import CourseNotFoundError, find_course, find_notebooks, profiles_of, runs_in_profile
 
 PACKAGE = Path(__file__).resolve().parent  # tl_core's own files, offered for download beside the chapters
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -90,30 +90,25 @@ class BookError(RuntimeError):
     """The site cannot be built: notebooks not executed, a run directory without results, Sphinx failed."""
 
 
-def course_dir() -> Path:
-    """The course folder (the clone), found from the current folder upwards (course.find_notebooks)."""
-    return find_notebooks().parent
-
-
 def build_dir() -> Path:
     """The site's build folder: ``build/book/`` of the course folder."""
-    return course_dir() / "build" / "book"
+    return find_course() / "build" / "book"
 
 
 def _source_path(path: str) -> Path:
     """Where a file that :func:`source_files` names lives: the package's own files wherever it is installed, the
     rest in the course folder."""
-    return PACKAGE.parent / path if path.startswith("tl_core/") else course_dir() / path
+    return PACKAGE.parent / path if path.startswith("tl_core/") else find_course() / path
 
 
 def discover_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Path]:
     """The numbered notebooks ``NN_topic.ipynb`` in notebook order that the quick profile runs: the committed,
     executed ones. An appendix that only larger profiles run (``metadata.tl_course.profiles``, e.g.
     08_more_strategies) is committed unexecuted and stays off the site."""
-    found = [path for path in sorted(find_notebooks(notebooks_dir).glob(NOTEBOOK_PATTERN))
-             if (profiles := profiles_of(path)) is None or "quick" in profiles]
+    folder = find_notebooks(notebooks_dir)
+    found = [path for path in sorted(folder.glob(NOTEBOOK_PATTERN)) if runs_in_profile(profiles_of(path), "quick")]
     if not found:
-        raise BookError(f"no notebooks named NN_topic.ipynb in {notebooks_dir}")
+        raise BookError(f"no notebooks named NN_topic.ipynb in {folder}")
     return found
 
 
@@ -164,7 +159,7 @@ def source_files(notebook: Path) -> list[str]:
                 names = [alias.name.split(".")[1] for alias in node.names if alias.name.startswith("tl_core.")]
             modules += [name for name in names if (PACKAGE / f"{name}.py").exists()
                         or (PACKAGE / name / "__init__.py").is_file()]
-    paths = [Path(notebook).resolve().relative_to(course_dir()).as_posix()]
+    paths = [Path(notebook).resolve().relative_to(find_course()).as_posix()]
     for name in dict.fromkeys(modules):  # a module's file, or every file of a package (tl_core/transfer/)
         package = PACKAGE / name
         if package.is_dir():
@@ -189,7 +184,7 @@ def _chapter(notebook: Path, target: Path, downloads: list[tuple[str, str]]) -> 
 
 
 def _landing_page(chapters: list[tuple[str, str]]) -> str:
-    readme = (course_dir() / "README.md").read_text(encoding="utf-8")
+    readme = (find_course() / "README.md").read_text(encoding="utf-8")
     toctree = "\n".join(["```{toctree}", ":hidden:", ":caption: Notebooks", ""] + [stem for stem, _ in chapters]
                         + ["```", "", "```{toctree}", ":hidden:", ":caption: Results", "", "results", "```"])
     contents = "\n".join(f"{number + 1}. [{title}]({stem}.ipynb)" for number, (stem, title) in enumerate(chapters))

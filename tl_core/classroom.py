@@ -63,7 +63,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .course import CourseNotFoundError, find_notebooks
+from .course import CourseNotFoundError, find_course, find_notebooks
 
 RUN_DIR_ENV = "TL_RUN_DIR"
 SOURCE_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -98,13 +98,13 @@ def assignments_dir() -> Path:
 def classroom_dir() -> Path:
     """Where `make assignments` assembles the nbgrader course directory: ``classroom/`` of the course folder
     (git-ignored; never removed by `make clean`, since a teacher's gradebook and collected submissions live there)."""
-    return find_notebooks().parent / "classroom"
+    return find_course() / "classroom"
 
 
 def lab_run_dir() -> Path:
     """``runs/lab/`` of the course folder: where the chapter notebooks write when run in JupyterLab."""
     try:
-        return find_notebooks().parent / "runs" / "lab"
+        return find_course() / "runs" / "lab"
     except CourseNotFoundError as error:
         raise CourseNotFoundError(f"{error} Or set {RUN_DIR_ENV} to the run directory of the chapter "
                                   "notebooks.") from None

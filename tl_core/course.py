@@ -44,6 +44,17 @@ def find_notebooks(start: str | os.PathLike | None = None) -> Path:
         "and their profiles). Run from the course folder (the clone), or pass --notebooks PATH/TO/notebooks.")
 
 
+def find_course(start: str | os.PathLike | None = None) -> Path:
+    """The course folder (the clone): the folder that holds :func:`find_notebooks`'s notebooks folder."""
+    return find_notebooks(start).parent
+
+
+def runs_in_profile(profiles: list[str] | None, profile: str) -> bool:
+    """Whether a notebook whose metadata names ``profiles`` (``tl_course.profiles``; None: not named) runs in a run
+    of ``profile``: without the key, in every profile; an appendix that only larger profiles run names them."""
+    return profiles is None or profile in profiles
+
+
 @dataclass
 class Notebook:
     path: Path
@@ -53,7 +64,7 @@ class Notebook:
     def runs_in(self, profile: str) -> bool:
         """Whether a run of ``profile`` executes this notebook without naming it: an appendix that only a larger
         profile runs says so in its metadata, ``"tl_course": {"profiles": ["full", "gpu"]}``."""
-        return self.profiles is None or profile in self.profiles
+        return runs_in_profile(self.profiles, profile)
 
     @property
     def stem(self) -> str:

@@ -158,7 +158,7 @@ struct CudaLayerCell {
   // The whole batch is one window: each step is parallel on the device, the loop over steps stays on the host.
   template <typename F>
   static void for_row_windows(const PackedSteps& steps, int64_t /*hidden*/, const F& fn) {
-    fn(0, steps.count() > 0 ? steps.size(0) : 0);
+    fn(0, steps.rows());
   }
 
   template <typename T>
