@@ -20,8 +20,9 @@ COMMITTED = sorted(path for path in NOTEBOOKS.rglob("*.ipynb")  # not .ipynb_che
                    if not any(part.startswith(".") for part in path.relative_to(NOTEBOOKS).parts))
 FIX = ("\nThe committed notebooks must be the outputs of one run of the quick profile, executed in order. Regenerate "
        "them all with `make notebooks` (it runs `python -m tl_core.run --profile quick --run-dir "
-       "runs/notebooks-<time>` into a fresh folder, then `python -m tl_core.run commit runs/notebooks-<time>`, which "
-       "copies the executed notebooks over notebooks/), and commit notebooks/*.ipynb.")
+       "runs/notebooks-<time>` into a fresh folder, the appendix (08) into the same folder, then `python -m "
+       "tl_core.run commit runs/notebooks-<time>`, which copies the executed notebooks over notebooks/), and commit "
+       "notebooks/*.ipynb.")
 
 
 def read(path):
@@ -49,6 +50,24 @@ def test_every_committed_notebook_comes_from_one_quick_run():
     if len(runs) > 1:
         problems.append("the notebooks come from different runs: " + "; ".join(
             f"run {run_id}: {', '.join(names)}" for run_id, names in runs.items()))
+    assert not problems, "\n".join(problems) + FIX
+
+
+def test_an_appendix_with_stored_outputs_comes_from_the_same_run():
+    """An appendix the quick profile does not run (08) may hold outputs only of the committed run: run into its
+    folder afterwards with its own defaults (`make notebooks` does it; `commit --only` adds one)."""
+    profile = load_profile(PROFILE, NOTEBOOKS)
+    chain_runs = {(execution.run_identity(read(nb.path)) or {}).get("id") for nb in CHAIN}
+    problems = []
+    for nb in discover_notebooks(NOTEBOOKS):
+        notebook = read(nb.path)
+        if nb.runs_in(PROFILE) or not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
+            continue
+        identity = execution.run_identity(notebook) or {}
+        expected = normalised({name: value for name, value in profile.items() if name in nb.parameters})
+        if identity.get("id") not in chain_runs or identity.get("parameters") != expected:
+            problems.append(f"{nb.path.name}: outputs of run {identity.get('id')} with parameters "
+                            f"{identity.get('parameters')}; the chain's run is {sorted(map(str, chain_runs))}")
     assert not problems, "\n".join(problems) + FIX
 
 

@@ -211,6 +211,37 @@ def test_commit_on_the_command_line_says_what_is_wrong(toy_course, tmp_path, cap
     assert "00_first.ipynb: it was not run" in error and "make notebooks" in error
 
 
+def test_an_appendix_run_into_the_same_folder_is_committed_with_the_chain(toy_course, tmp_path):
+    out = tmp_path / "out"
+    manifest = run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet)
+    run.execute(run.plan("quick", only="02", run_dir=out, notebooks_dir=toy_course), log=quiet)
+    written = execution.commit_notebooks(out, toy_course)
+    assert [path.name for path in written] == ["00_first.ipynb", "01_second.ipynb", "02_appendix.ipynb"]
+    appendix = nbformat.read(toy_course / "02_appendix.ipynb", as_version=4)
+    assert appendix.metadata["tl_course"]["run"] == {**manifest["run"], "profile": "quick", "parameters": {}}
+    assert appendix.cells[-1].outputs[0].text == "1\n", "the appendix's own defaults"
+
+
+def test_commit_only_adds_an_appendix_to_the_committed_run_and_leaves_the_rest(toy_course, tmp_path, capsys):
+    out = tmp_path / "out"
+    manifest = run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet)
+    execution.commit_notebooks(out, toy_course)
+    chain = {name: data for name, data in unchanged(toy_course).items() if name != "02_appendix.ipynb"}
+    # An appendix run on the same artifacts but in another folder belongs to another run: refused.
+    other = tmp_path / "other"
+    run.execute(run.plan("quick", only="02", run_dir=other, notebooks_dir=toy_course), log=quiet)
+    before = unchanged(toy_course)
+    with pytest.raises(execution.CommitError, match=r"different runs: 02_appendix.ipynb \S+, the committed "
+                                                    r"00_first.ipynb " + manifest["run"]["id"]):
+        execution.commit_notebooks(other, toy_course, only="02")
+    assert unchanged(toy_course) == before
+    run.execute(run.plan("quick", only="02", run_dir=out, notebooks_dir=toy_course), log=quiet)
+    assert run.main(["commit", str(out), "--notebooks", str(toy_course), "--only", "02"]) == 0
+    assert "committed 1 notebook(s)" in capsys.readouterr().out
+    assert {name: data for name, data in unchanged(toy_course).items() if name != "02_appendix.ipynb"} == chain
+    assert identity_of(toy_course / "02_appendix.ipynb")["id"] == manifest["run"]["id"]
+
+
 def test_the_record_of_run_json_agrees_with_the_copies(toy_course, tmp_path):
     out = tmp_path / "out"
     manifest = run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 
 from .artifacts import (KERNEL_LOG, MANIFEST_FILE, RUN_OWN_FILES, RUNNER_LOG, CorruptArtifactError, read_json,
                         write_json, write_text)
-from .course import NOTEBOOK_PATTERN, Notebook, discover_notebooks, execution_problem, find_notebooks
+from .course import NOTEBOOK_PATTERN, Notebook, discover_notebooks, execution_problem, find_notebooks, select
 from .planning import KERNEL_NAME, RunPlan, runner_arguments
 
 #: Where an executed notebook records the run it belongs to (``metadata.tl_course.run``).
@@ -341,11 +341,16 @@ def committed_copy(executed, source):
 
 
 def commit_notebooks(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLike | None = None,
-                     profile: str = "quick") -> list[Path]:
+                     profile: str = "quick", only: str | None = None) -> list[Path]:
     """Copy the executed notebooks of ``run_dir`` over the course's numbered notebooks (``make notebooks``), after
     checking that they are one complete run of ``profile`` with the profile's own parameters: every notebook that
-    runs in the profile ran to its end, all with one run id, none with overrides, none edited since. Nothing is
-    written unless every check passes. Returns the paths written."""
+    runs in the profile ran to its end, all with one run id, none with overrides, none edited since. An appendix
+    that the profile does not run (08) is committed with them when the run directory holds a copy of it: run into
+    the same directory afterwards (``--only 08 --run-dir`` continues the run's id), it passes the same checks.
+
+    ``only`` (numbers or stems, as ``--only``) commits just those notebooks, which must belong to the run the
+    committed notebooks of the chain already come from: an appendix added to the committed run without touching
+    the rest. Nothing is written unless every check passes. Returns the paths written."""
     import nbformat
 
     from .course import load_profile
@@ -354,12 +359,15 @@ def commit_notebooks(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLik
     run_dir = Path(run_dir)
     notebooks_dir = find_notebooks(notebooks_dir)
     manifest = read_manifest(run_dir)
-    chain = [nb for nb in discover_notebooks(notebooks_dir) if nb.runs_in(profile)]
+    course = discover_notebooks(notebooks_dir)
+    chain = [nb for nb in course if nb.runs_in(profile)]
+    selected = select(course, only) if only else chain + [
+        nb for nb in course if not nb.runs_in(profile) and (run_dir / nb.path.name).exists()]
     profile_values = load_profile(profile, notebooks_dir)
     problems, copies, identities = [], {}, {}
     if manifest.get("profile") != profile:
         problems.append(f"{run_dir} is a run of profile {manifest.get('profile')!r}, not {profile!r}")
-    for nb in chain:
+    for nb in selected:
         executed_path = run_dir / nb.path.name
         record = manifest.get("notebooks", {}).get(nb.stem, {})
         problem = ("it was not run" if not executed_path.exists() else execution_problem(executed_path)
@@ -383,6 +391,13 @@ def commit_notebooks(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLik
             copies[nb.path] = committed_copy(executed, nbformat.read(nb.path, as_version=4))
         except CommitError as error:
             problems.append(f"{nb.path.name}: {error}")
+    if only:
+        # The notebooks committed alone join the committed chain's run: they must have run on its artifacts.
+        committed = {(run_identity(nbformat.read(nb.path, as_version=4)) or {}).get("id") for nb in chain}
+        if len(committed) != 1 or None in committed:
+            problems.append("the committed notebooks of the chain do not come from one run to add to")
+        else:
+            identities[f"the committed {chain[0].path.name}"] = next(iter(committed))
     if len(set(identities.values())) > 1:
         problems.append("the notebooks come from different runs: " + ", ".join(
             f"{name} {run_id}" for name, run_id in identities.items()))

@@ -11,6 +11,7 @@
     python -m tl_core.run report runs/books            # (re)write report.md and the HTML renderings
     python -m tl_core.run compare runs/quick runs/full # headline numbers of several runs side by side
     python -m tl_core.run commit runs/notebooks-...    # a whole quick run's notebooks become notebooks/ (make notebooks)
+    python -m tl_core.run commit runs/notebooks-... --only 08   # add the appendix, run into that same folder
 
 The course is found from the current folder (the first folder upwards that holds notebooks/params/) or from
 ``--notebooks``. Each notebook declares its parameters in a cell tagged ``parameters`` (names, defaults and, in the
@@ -214,9 +215,11 @@ def _main_commit(argv: list[str]) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--profile", default="quick", help="the profile the run must be of (default: quick)")
     parser.add_argument("--notebooks", help="the course's notebooks folder (default: found from here)")
+    parser.add_argument("--only", help="commit just these notebooks (numbers or stems, e.g. 08), which must belong to "
+                        "the run the committed notebooks come from: an appendix run into that run's directory")
     args = parser.parse_args(argv)
     try:
-        written = commit_notebooks(args.run_dir, args.notebooks, args.profile)
+        written = commit_notebooks(args.run_dir, args.notebooks, args.profile, args.only)
     except (CommitError, ParameterError, CourseNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
