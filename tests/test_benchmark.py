@@ -214,3 +214,11 @@ def test_run_benchmark_without_busy_records_zero():
     assert result["busy"] == 0 and "busy" not in benchmark.format_table(result)
     assert not benchmark.result_file_name(result).endswith("busy0.json")
     assert [t["target"] for t in result["targets"]] == ["lm_quick: FusedLSTM / nn.LSTM"]
+
+
+def test_the_allocator_settings_are_recorded_when_they_differ_from_the_defaults(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert "glibc_tunables" not in benchmark.machine_description(torch.device("cpu"))
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4294967295")
+    machine = benchmark.machine_description(torch.device("cpu"))
+    assert machine["glibc_tunables"] == "glibc.malloc.trim_threshold=4294967295"

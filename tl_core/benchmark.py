@@ -344,6 +344,10 @@ def machine_description(device: torch.device) -> dict:
         **extension_info(),
         "device": str(device),
     }
+    if os.environ.get("GLIBC_TUNABLES"):
+        # The allocator's settings change what nn.LSTM pays for its workspace (fresh pages, zeroed by the kernel,
+        # on every call under glibc's defaults), so a run made with other settings says so.
+        description["glibc_tunables"] = os.environ["GLIBC_TUNABLES"]
     if device.type == "cuda":
         description["gpu"] = torch.cuda.get_device_name(device)
         description["cudnn"] = torch.backends.cudnn.version()
