@@ -10,7 +10,6 @@ import pytest
 
 from tl_core import execution
 from tl_core.course import discover_notebooks, load_profile
-from tl_core.parameters import normalised
 from conftest import REPO
 
 NOTEBOOKS = REPO / "notebooks"
@@ -43,7 +42,7 @@ def test_every_committed_notebook_comes_from_one_quick_run():
                             "committed from a run of the course runner")
             continue
         runs.setdefault(identity.get("id"), []).append(nb.path.name)
-        expected = normalised({name: value for name, value in profile.items() if name in nb.parameters})
+        expected = nb.given_by(profile)
         if identity.get("profile") != PROFILE or identity.get("parameters") != expected:
             problems.append(f"{nb.path.name}: ran with profile {identity.get('profile')!r} and parameters "
                             f"{identity.get('parameters')}, not the {PROFILE} profile's {expected}")
@@ -64,7 +63,7 @@ def test_an_appendix_with_stored_outputs_comes_from_the_same_run():
         if nb.runs_in(PROFILE) or not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
             continue
         identity = execution.run_identity(notebook) or {}
-        expected = normalised({name: value for name, value in profile.items() if name in nb.parameters})
+        expected = nb.given_by(profile)
         if identity.get("id") not in chain_runs or identity.get("parameters") != expected:
             problems.append(f"{nb.path.name}: outputs of run {identity.get('id')} with parameters "
                             f"{identity.get('parameters')}; the chain's run is {sorted(map(str, chain_runs))}")

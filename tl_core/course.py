@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .parameters import ParameterError, load_yaml
+from .parameters import ParameterError, load_yaml, normalised
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 PROFILES = "params"
@@ -76,6 +76,11 @@ class Notebook:
 
     def defaults(self) -> dict[str, Any]:
         return {name: info.get("default") for name, info in self.parameters.items()}
+
+    def given_by(self, profile_values: dict[str, Any]) -> dict[str, Any]:
+        """The values a profile passes to this notebook (those of its own parameters), as papermill records them
+        in an executed copy (normalised)."""
+        return normalised({name: value for name, value in profile_values.items() if name in self.parameters})
 
 
 def _with_type(info: dict[str, Any]) -> dict[str, Any]:

@@ -354,7 +354,6 @@ def commit_notebooks(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLik
     import nbformat
 
     from .course import load_profile
-    from .parameters import normalised
 
     run_dir = Path(run_dir)
     notebooks_dir = find_notebooks(notebooks_dir)
@@ -378,7 +377,7 @@ def commit_notebooks(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLik
         executed = nbformat.read(executed_path, as_version=4)
         given = {name: value for name, value in executed.metadata.get("papermill", {}).get("parameters", {}).items()
                  if name != "run_dir"}
-        expected = normalised({name: value for name, value in profile_values.items() if name in nb.parameters})
+        expected = nb.given_by(profile_values)
         if given != expected:
             problems.append(f"{nb.path.name}: ran with {given}, but the {profile} profile gives it {expected}")
         identity = run_identity(executed)
