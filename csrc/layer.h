@@ -13,8 +13,9 @@
 // Threads: the recurrence runs over a window of rows [begin, end) of the batch, every step for those rows (a row's
 // steps depend only on its own earlier steps). The device's `Cell::for_row_windows` decides how the batch is cut
 // into windows: the CPU gives each thread one window and lets it run the whole recurrence with single-threaded
-// GEMMs (one parallel region per layer call, no barrier per step); CUDA takes the whole batch as one window and
-// parallelises each step on the device.
+// GEMMs (one parallel region per layer call, no barrier per step) while W_hh fits in a core's cache, and above
+// that takes the whole batch as one window whose steps use every thread (lstm.cpp: windows_per_thread); CUDA
+// takes the whole batch as one window and parallelises each step on the device.
 //
 // What backward needs, saved by the forward: the activated gates (tokens, 4H), the cell states (tokens, H) and
 // the hidden state each step started from (tokens, H), whose rows line up with the input's so that the weight
@@ -140,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     scalar_t* output_data = output.mutable_data_ptr<scalar_t>();
     scalar_t* cells_data = cells.mutable_data_ptr<scalar_t>();
     scalar_t* hidden_prev_data = hidden_prev.mutable_data_ptr<scalar_t>();
-    Cell::for_row_windows(steps, hidden, [&](int64_t begin, int64_t end) {
+    Cell::template for_row_windows<scalar_t>(steps, hidden, [&](int64_t begin, int64_t end) {
       forward_window<Cell, scalar_t>(steps, reverse, begin, end, hidden, gates, h_n, c_n, gemm, output_data,
                                      cells_data, hidden_prev_data);
     });
@@ -172,7 +173,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_backward", [&] {
     const typename Cell::template RecurrentGemm<scalar_t> gemm(w_hh, /*forward=*/false);
     const scalar_t* grad_output_data = grad_output_c.defined() ? grad_output_c.const_data_ptr<scalar_t>() : nullptr;
-    Cell::for_row_windows(steps, hidden, [&](int64_t begin, int64_t end) {
+    Cell::template for_row_windows<scalar_t>(steps, hidden, [&](int64_t begin, int64_t end) {
       backward_window<Cell, scalar_t>(steps, reverse, begin, end, hidden, grad_output_data,
                                       act.const_data_ptr<scalar_t>(), cells_c.const_data_ptr<scalar_t>(),
                                       c0_c.const_data_ptr<scalar_t>(), grad_h, grad_c, d_gates, gemm);

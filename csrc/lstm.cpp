@@ -3,6 +3,7 @@
 // Introduced in notebooks/03_fused_lstm.ipynb.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -44,18 +45,55 @@ bool packed_gemm_available() {
 
 namespace {
 
-// Whether float layers use the packed GEMM when it is available (tl_core._C.set_packed_gemm: for tests and the
-// benchmark's comparison of both paths).
-std::atomic<bool> packed_gemm_enabled{true};
+// The recurrent GEMM of float layers (tl_core._C.set_recurrent_gemm, for tests and the benchmark's comparison of
+// the paths): oneDNN's matmul (kOneDnn), MKL's packed GEMM (kMklPacked), ATen's GEMM (kAten), or by size (kAuto,
+// the default): oneDNN for a layer whose W_hh is above the window limit (windows_per_thread below), where its
+// faster kernel pays for the per-call overhead of going through the dispatcher, MKL's packed GEMM below it
+// (measured side by side, FusedLSTM fwd+bwd / nn.LSTM: lm 1.16 with oneDNN against 1.38 with MKL; small 1.87
+// against 0.98, tutorial 0.87 against 0.82). A path this build lacks falls back to the next one.
+enum RecurrentGemmKind : int { kAten = 0, kMklPacked = 1, kOneDnn = 2, kAuto = 3 };
+std::atomic<int> recurrent_gemm_kind{kAuto};
 
-// The CPU's recurrent GEMM (layer.h's interface): MKL's packed GEMM for float when there is one, else ATen's.
+// Above this size of W_hh (bytes) the layer runs the whole batch as one window and lets each step's GEMM and cell
+// use every thread, as oneDNN does: W_hh no longer fits in a core's cache, so one window per thread would stream
+// all of it from memory once per thread and step, where a GEMM split by columns streams each part once.
+// tl_core._C.set_window_weight_limit moves it (tests).
+std::atomic<int64_t> window_weight_limit{4 << 20};
+
+// Whether a layer of this hidden size runs one window per thread (true) or the whole batch per step (false).
+template <typename T>
+bool windows_per_thread(int64_t hidden) {
+  return 4 * hidden * hidden * static_cast<int64_t>(sizeof(T)) <= window_weight_limit.load();
+}
+
+// oneDNN's fp32 inner product as PyTorch registers it (mkldnn::_linear_pointwise, IEEE float32 unless the user
+// lowered torch.backends.mkldnn's matmul precision): Y = X Wᵀ with W a oneDNN tensor. Measured here, one step of
+// the language model's layer (64 x 1150 @ 1150 x 4600, 2 threads): 191 GFLOP/s against MKL's 130, as oneDNN
+// uses AVX-512 on this AMD CPU. Looked up once at run time; null where the build has no such op.
+const c10::OperatorHandle* onednn_linear_op() {
+  static const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  return op.has_value() ? &*op : nullptr;
+}
+
+bool onednn_gemm_available() { return at::hasMKLDNN() && onednn_linear_op() != nullptr; }
+
+// The kind a float layer of this hidden size uses now: the chosen one, or the next available below it.
+int recurrent_gemm_in_use(int64_t hidden) {
+  int kind = recurrent_gemm_kind.load();
+  if (kind == kAuto) kind = windows_per_thread<float>(hidden) ? kMklPacked : kOneDnn;
+  if (kind == kOneDnn && !onednn_gemm_available()) kind = kMklPacked;
+  if (kind == kMklPacked && !packed_gemm_available()) kind = kAten;
+  return kind;
+}
+
+// The CPU's recurrent GEMM (layer.h's interface): for float the kind in use (above), else ATen's.
 template <typename T>
 class CpuRecurrentGemm : public AtenRecurrentGemm {
  public:
   using AtenRecurrentGemm::AtenRecurrentGemm;
 };
 
-#if TL_HAVE_WEAK_MKL
 template <>
 class CpuRecurrentGemm<float> {
  public:
@@ -64,34 +102,58 @@ class CpuRecurrentGemm<float> {
     const int64_t rows = w_hh.size(0), cols = w_hh.size(1);
     k_ = forward ? cols : rows;
     n_ = forward ? rows : cols;
-    if (!packed_gemm_enabled.load() || !packed_gemm_available() || rows > INT_MAX / 8 || cols > INT_MAX / 8) return;
-    const auto w = w_hh.detach().contiguous();
-    // m only sizes the packing's blocking; the packed B serves products with any number of rows.
-    const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, 64, static_cast<int>(n_), static_cast<int>(k_));
-    packed_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))}, w.options());
-    cblas_sgemm_pack(kRowMajor, kBMatrix, forward ? kTrans : kNoTrans, 64, static_cast<int>(n_),
-                     static_cast<int>(k_), 1.0f, w.const_data_ptr<float>(), static_cast<int>(cols),
-                     packed_.mutable_data_ptr<float>());
+    const int kind = recurrent_gemm_in_use(cols);
+    if (kind == kOneDnn) {
+      // oneDNN's layout of the (n, k) weight, made once per layer call: forward W_hh, backward W_hhᵀ.
+      onednn_weight_ = (forward ? w_hh.detach() : w_hh.detach().t()).contiguous().to_mkldnn();
+    }
+#if TL_HAVE_WEAK_MKL
+    if (kind == kMklPacked && rows <= INT_MAX / 8 && cols <= INT_MAX / 8) {
+      const auto w = w_hh.detach().contiguous();
+      // m only sizes the packing's blocking; the packed B serves products with any number of rows.
+      const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, 64, static_cast<int>(n_), static_cast<int>(k_));
+      packed_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))}, w.options());
+      cblas_sgemm_pack(kRowMajor, kBMatrix, forward ? kTrans : kNoTrans, 64, static_cast<int>(n_),
+                       static_cast<int>(k_), 1.0f, w.const_data_ptr<float>(), static_cast<int>(cols),
+                       packed_.mutable_data_ptr<float>());
+    }
+#endif
   }
 
   void apply(const at::Tensor& in, int64_t in_row, at::Tensor& out, int64_t out_row, int64_t rows,
              bool accumulate) const {
-    if (!packed_.defined()) return aten_.apply(in, in_row, out, out_row, rows, accumulate);
-    const int64_t lda = in.size(1), ldc = out.size(1);
-    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, static_cast<int>(rows), static_cast<int>(n_),
-                        static_cast<int>(k_), in.const_data_ptr<float>() + in_row * lda, static_cast<int>(lda),
-                        packed_.const_data_ptr<float>(), static_cast<int>(n_), accumulate ? 1.0f : 0.0f,
-                        out.mutable_data_ptr<float>() + out_row * ldc, static_cast<int>(ldc));
+    if (onednn_weight_.defined()) {
+      torch::jit::Stack stack{in.narrow(0, in_row, rows), onednn_weight_, c10::IValue(), c10::IValue("none"),
+                              c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue()};
+      onednn_linear_op()->callBoxed(&stack);
+      auto out_rows = out.narrow(0, out_row, rows);
+      if (accumulate) {
+        out_rows.add_(stack[0].toTensor());
+      } else {
+        out_rows.copy_(stack[0].toTensor());
+      }
+      return;
+    }
+#if TL_HAVE_WEAK_MKL
+    if (packed_.defined()) {
+      const int64_t lda = in.size(1), ldc = out.size(1);
+      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, static_cast<int>(rows), static_cast<int>(n_),
+                          static_cast<int>(k_), in.const_data_ptr<float>() + in_row * lda, static_cast<int>(lda),
+                          packed_.const_data_ptr<float>(), static_cast<int>(n_), accumulate ? 1.0f : 0.0f,
+                          out.mutable_data_ptr<float>() + out_row * ldc, static_cast<int>(ldc));
+      return;
+    }
+#endif
+    aten_.apply(in, in_row, out, out_row, rows, accumulate);
   }
 
  private:
   // MKL's CBLAS enum values (mkl_cblas.h), spelled out since the header is not shipped with PyTorch.
   static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
   AtenRecurrentGemm aten_;
-  at::Tensor packed_;
+  at::Tensor onednn_weight_, packed_;
   int64_t k_ = 0, n_ = 0;
 };
-#endif
 
 // Hidden units per parallel chunk. Below this a step is cheaper on one thread than the cost of waking a second.
 constexpr int64_t kGrainUnits = 16384;
@@ -281,11 +343,11 @@ struct CpuLayerCell {
   template <typename T>
   using RecurrentGemm = CpuRecurrentGemm<T>;
 
-  template <typename F>
+  template <typename T, typename F>
   static void for_row_windows(const PackedSteps& steps, int64_t hidden, const F& fn) {
     const int64_t batch = steps.rows();
     const int64_t windows = std::min<int64_t>(at::get_num_threads(), batch / kMinWindowRows);
-    if (windows <= 1 || at::in_parallel_region()) {
+    if (windows <= 1 || at::in_parallel_region() || !windows_per_thread<T>(hidden)) {
       fn(0, batch);
       return;
     }
@@ -297,27 +359,40 @@ struct CpuLayerCell {
     });
   }
 
+  // The cell of one step over `rows` rows: in a window (inside the parallel region) on the window's thread; for
+  // the whole batch (outside it) split over the threads by rows. parallel_for runs inline in a parallel region.
   template <typename T>
   static void forward_step(T* gates_act, T* c_state, T* h_state, T* h_prev_out, T* c_out, T* h_out, int64_t rows,
                            int64_t hidden) {
-    if constexpr (std::is_same_v<T, float>) {
-      layer_forward_rows_float(gates_act, c_state, h_state, h_prev_out, c_out, h_out, rows, hidden);
-    } else {
-      layer_forward_rows<T>(gates_act, c_state, h_state, h_prev_out, c_out, h_out, rows, hidden);
-    }
+    at::parallel_for(0, rows, grain_rows(hidden), [&](int64_t begin, int64_t end) {
+      const int64_t g = begin * 4 * hidden, s = begin * hidden;
+      if constexpr (std::is_same_v<T, float>) {
+        layer_forward_rows_float(gates_act + g, c_state + s, h_state + s, h_prev_out + s, c_out + s, h_out + s,
+                                 end - begin, hidden);
+      } else {
+        layer_forward_rows<T>(gates_act + g, c_state + s, h_state + s, h_prev_out + s, c_out + s, h_out + s,
+                              end - begin, hidden);
+      }
+    });
   }
 
   template <typename T>
   static void backward_step(const T* grad_h, const T* grad_output, T* grad_c, const T* act,
                             const T* c_prev_continuing, const T* c_prev_initial, int64_t continuing, const T* c,
                             T* d_gates, int64_t rows, int64_t hidden) {
-    if constexpr (std::is_same_v<T, float>) {
-      layer_backward_rows_float(grad_h, grad_output, grad_c, act, c_prev_continuing, c_prev_initial, continuing, c,
-                                d_gates, rows, hidden);
-    } else {
-      layer_backward_rows<T>(grad_h, grad_output, grad_c, act, c_prev_continuing, c_prev_initial, continuing, c,
-                             d_gates, rows, hidden);
-    }
+    at::parallel_for(0, rows, grain_rows(hidden), [&](int64_t begin, int64_t end) {
+      const int64_t g = begin * 4 * hidden, s = begin * hidden;
+      const T* output_rows = grad_output != nullptr ? grad_output + s : nullptr;
+      // Rows below `continuing` (counted from the step's first row) read c_prev_continuing, the others c0.
+      const int64_t continuing_here = std::clamp<int64_t>(continuing - begin, 0, end - begin);
+      if constexpr (std::is_same_v<T, float>) {
+        layer_backward_rows_float(grad_h + s, output_rows, grad_c + s, act + g, c_prev_continuing + s,
+                                  c_prev_initial + s, continuing_here, c + s, d_gates + g, end - begin, hidden);
+      } else {
+        layer_backward_rows<T>(grad_h + s, output_rows, grad_c + s, act + g, c_prev_continuing + s,
+                               c_prev_initial + s, continuing_here, c + s, d_gates + g, end - begin, hidden);
+      }
+    });
   }
 };
 
@@ -436,8 +511,29 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("packed_gemm_available", &tl_core::packed_gemm_available,
         "Whether the CPU layer can use MKL's packed GEMM for its recurrent products (float32).");
   m.def(
-      "set_packed_gemm", [](bool enabled) { tl_core::packed_gemm_enabled.store(enabled); },
-      "Use MKL's packed GEMM for float32 layers when available (True, the default) or ATen's GEMM (False).");
+      "set_recurrent_gemm",
+      [](const std::string& kind) {
+        static const char* names[] = {"aten", "mkl_packed", "onednn", "auto"};
+        int chosen = -1;
+        for (int k = 0; k < 4; ++k) {
+          if (kind == names[k]) chosen = k;
+        }
+        TORCH_CHECK(chosen >= 0, "set_recurrent_gemm: kind must be one of auto, onednn, mkl_packed, aten; got '", kind,
+                    "'");
+        return std::string(names[tl_core::recurrent_gemm_kind.exchange(chosen)]);
+      },
+      "The GEMM of float layers' per-step products: 'auto' (the default: oneDNN's for hidden sizes above the window "
+      "limit, MKL's packed one below), 'onednn', 'mkl_packed' or 'aten'; a kind this build lacks falls back to the "
+      "next. Returns the previous choice.");
+  m.def(
+      "recurrent_gemm_in_use",
+      [](int64_t hidden_size) {
+        TORCH_CHECK(hidden_size >= 1, "recurrent_gemm_in_use: hidden_size must be >= 1, got ", hidden_size);
+        static const char* names[] = {"aten", "mkl_packed", "onednn"};
+        return std::string(names[tl_core::recurrent_gemm_in_use(hidden_size)]);
+      },
+      "The GEMM a float layer of this hidden size uses now: the chosen kind, or the next this build has.",
+      py::arg("hidden_size"));
   m.def(
       "row_windows",
       [](const at::Tensor& batch_sizes, int64_t windows) {
@@ -448,6 +544,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "The row boundaries [0, ..., batch] the CPU layer cuts a packed batch into for `windows` threads (about equal "
       "tokens each); for tests and the curious.");
+  m.def(
+      "set_window_weight_limit",
+      [](int64_t bytes) {
+        TORCH_CHECK(bytes >= 0, "set_window_weight_limit: bytes must be >= 0, got ", bytes);
+        return tl_core::window_weight_limit.exchange(bytes);
+      },
+      "Largest W_hh (bytes) for which the CPU layer gives each thread a window of rows for the whole recurrence; "
+      "above it the whole batch runs each step on every thread (large hidden sizes). Returns the previous limit.");
   m.def("cpu_kernel_isa", &tl_core::cpu_kernel_isa,
         "Instruction set the CPU kernels use on this machine: avx512, avx2 or baseline.");
 }

@@ -157,6 +157,16 @@ def test_parity_batch_split_across_threads(dtype, device):
                          outputs_and_gradients(reference, input, hx, call), dtype)
 
 
+def uneven_batch(dtype, hidden, steps, num_layers, seed):
+    """A bidirectional pair and a batch of 37 rows (no even split among 2 or 3 threads) with varied lengths: the
+    pair, the input, (h0, c0) and the call with lengths."""
+    reference, fused = make_pair(dtype, hidden_size=hidden, num_layers=num_layers, bidirectional=True,
+                                 batch_first=True)
+    input, hx = random_batch(37, steps, dtype, "cpu", True, 2 * num_layers, hidden=hidden)
+    lengths = torch.randint(1, steps + 1, (37,), generator=torch.Generator().manual_seed(seed))
+    return reference, fused, input, hx, call_with_lengths(lengths, batch_first=True)
+
+
 @pytest.fixture
 def cpu_threads():
     """Sets torch's CPU thread count for one test (the test tier runs with one thread) and restores it after."""
@@ -165,28 +175,34 @@ def cpu_threads():
     torch.set_num_threads(saved)
 
 
+def restoring(setter, probe):
+    """A fixture's body for one of _C's global settings: hands the setter to the test, and puts back the setting the
+    test found (a setter returns the previous value, so probing it and setting that back reads it)."""
+    saved = setter(probe)
+    setter(saved)
+    yield setter
+    setter(saved)
+
+
 @pytest.fixture
-def packed_gemm():
-    """Switches the CPU layer between MKL's packed GEMM and ATen's for one test; the packed one stays the default."""
+def recurrent_gemm():
+    """Switches the float layers' per-step GEMM (oneDNN, MKL's packed GEMM or ATen's) for one test; restored after."""
     from tl_core import _C
-    yield _C.set_packed_gemm
-    _C.set_packed_gemm(True)
+    yield from restoring(_C.set_recurrent_gemm, "auto")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("gemm", ["packed", "aten"])
-def test_thread_windows_and_gemm_paths_agree(dtype, gemm, cpu_threads, packed_gemm):
+@pytest.mark.parametrize("gemm", ["onednn", "mkl_packed", "aten"])
+def test_thread_windows_and_gemm_paths_agree(dtype, gemm, cpu_threads, recurrent_gemm):
     """With several threads the CPU layer gives each one a window of rows that runs every step; 37 rows do not
     divide among 2 or 3 threads, and varied lengths make the windows' active rows shrink unevenly. The results with
-    1, 2 and 3 threads, with MKL's packed GEMM and with ATen's, agree with each other and with nn.LSTM."""
+    1, 2 and 3 threads, with each per-step GEMM of float layers (oneDNN's, MKL's packed one, ATen's; float64 always
+    takes ATen's), agree with each other and with nn.LSTM."""
     from tl_core import _C
-    if gemm == "packed" and not _C.packed_gemm_available():
-        pytest.skip("this PyTorch build exports no MKL packed GEMM")
-    packed_gemm(gemm == "packed")
-    reference, fused = make_pair(dtype, hidden_size=16, num_layers=2, bidirectional=True, batch_first=True)
-    input, hx = random_batch(37, 12, dtype, "cpu", True, 4, hidden=16)
-    lengths = torch.randint(1, 13, (37,), generator=torch.Generator().manual_seed(3))
-    call = call_with_lengths(lengths, batch_first=True)
+    recurrent_gemm(gemm)
+    if dtype == torch.float32 and _C.recurrent_gemm_in_use(16) != gemm:
+        pytest.skip(f"this PyTorch build has no {gemm} GEMM")
+    reference, fused, input, hx, call = uneven_batch(dtype, hidden=16, steps=12, num_layers=2, seed=3)
     cpu_threads(1)
     expected = outputs_and_gradients(reference, input, hx, call)
     one_thread = outputs_and_gradients(fused, input, hx, call)
@@ -194,6 +210,32 @@ def test_thread_windows_and_gemm_paths_agree(dtype, gemm, cpu_threads, packed_ge
     for threads in (2, 3):
         cpu_threads(threads)
         assert_all_close(outputs_and_gradients(fused, input, hx, call), one_thread, dtype)
+
+
+@pytest.fixture
+def window_weight_limit():
+    """Moves the W_hh size above which the CPU layer runs the whole batch per step on every thread; restored after."""
+    from tl_core import _C
+    yield from restoring(_C.set_window_weight_limit, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_whole_batch_steps_agree_with_thread_windows(dtype, cpu_threads, window_weight_limit):
+    """Above the W_hh size limit (large hidden sizes) each step runs on every thread: the GEMM (oneDNN's) and the
+    cell split by rows (448 units: chunks of 36 rows, so 37 rows split unevenly, and varied lengths put the
+    rows that start from c0 on both sides of the cut). Forced here at a small size by a limit of 0 bytes: the
+    results with 1 and 2 threads agree with the windowed path and with nn.LSTM."""
+    reference, fused, input, hx, call = uneven_batch(dtype, hidden=448, steps=5, num_layers=1, seed=4)
+    cpu_threads(2)
+    windowed = outputs_and_gradients(fused, input, hx, call)
+    assert window_weight_limit(0) > 0  # the default keeps small layers windowed
+    for threads in (1, 2):
+        cpu_threads(threads)
+        whole_batch = outputs_and_gradients(fused, input, hx, call)
+        assert_all_close(whole_batch, windowed, dtype)
+        assert_all_close(whole_batch, outputs_and_gradients(reference, input, hx, call), dtype)
+    with pytest.raises(RuntimeError, match="bytes must be >= 0"):
+        window_weight_limit(-1)
 
 
 @pytest.mark.parametrize("batch_sizes,windows,expected", [
@@ -623,3 +665,21 @@ def test_no_memory_growth_over_10000_forward_backward_calls(cpu_threads):
         step()
     growth = resident_memory_bytes() - before
     assert growth < 20 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB over 10,000 calls"
+
+
+def test_recurrent_gemm_choice_is_checked(recurrent_gemm, window_weight_limit):
+    """The default picks by size: oneDNN's GEMM where W_hh is above the window limit (4 MB: hidden 1150), MKL's
+    packed GEMM below (hidden 128), each where the build has it; a named kind is used for every size."""
+    from tl_core import _C
+    with pytest.raises(RuntimeError, match="must be one of auto, onednn, mkl_packed, aten"):
+        recurrent_gemm("blas")
+    assert recurrent_gemm("auto") in ("auto", "onednn", "mkl_packed", "aten")
+    if _C.packed_gemm_available():
+        assert _C.recurrent_gemm_in_use(128) == "mkl_packed"
+    assert _C.recurrent_gemm_in_use(1150) in ("onednn", "mkl_packed", "aten")
+    if torch.backends.mkldnn.is_available():
+        assert _C.recurrent_gemm_in_use(1150) == "onednn"
+        window_weight_limit(0)
+        assert _C.recurrent_gemm_in_use(128) == "onednn"  # the size rule follows the window limit
+    assert recurrent_gemm("aten") == "auto"
+    assert _C.recurrent_gemm_in_use(1150) == "aten" and _C.recurrent_gemm_in_use(128) == "aten"

@@ -156,7 +156,7 @@ struct CudaLayerCell {
   using RecurrentGemm = AtenRecurrentGemm;  // cuBLAS on the current stream
 
   // The whole batch is one window: each step is parallel on the device, the loop over steps stays on the host.
-  template <typename F>
+  template <typename T, typename F>
   static void for_row_windows(const PackedSteps& steps, int64_t /*hidden*/, const F& fn) {
     fn(0, steps.rows());
   }
