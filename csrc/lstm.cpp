@@ -45,13 +45,15 @@ bool packed_gemm_available() {
 
 namespace {
 
-// The recurrent GEMM of float layers (tl_core._C.set_recurrent_gemm, for tests and the benchmark's comparison of
-// the paths): oneDNN's matmul (kOneDnn), MKL's packed GEMM (kMklPacked), ATen's GEMM (kAten), or by size (kAuto,
+// The recurrent GEMM of float layers (tl_core._C.set_recurrent_gemm, for tests and side-by-side timings of the
+// paths): oneDNN's matmul (kOneDnn), MKL's packed GEMM (kMklPacked), ATen's GEMM (kAten), or by size (kAuto,
 // the default): oneDNN for a layer whose W_hh is above the window limit (windows_per_thread below), where its
 // faster kernel pays for the per-call overhead of going through the dispatcher, MKL's packed GEMM below it
 // (measured side by side, FusedLSTM fwd+bwd / nn.LSTM: lm 1.16 with oneDNN against 1.38 with MKL; small 1.87
 // against 0.98, tutorial 0.87 against 0.82). A path this build lacks falls back to the next one.
 enum RecurrentGemmKind : int { kAten = 0, kMklPacked = 1, kOneDnn = 2, kAuto = 3 };
+// Their names in Python (set_recurrent_gemm, recurrent_gemm_in_use), indexed by the kind.
+constexpr const char* kRecurrentGemmNames[] = {"aten", "mkl_packed", "onednn", "auto"};
 std::atomic<int> recurrent_gemm_kind{kAuto};
 
 // Above this size of W_hh (bytes) the layer runs the whole batch as one window and lets each step's GEMM and cell
@@ -513,14 +515,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "set_recurrent_gemm",
       [](const std::string& kind) {
-        static const char* names[] = {"aten", "mkl_packed", "onednn", "auto"};
         int chosen = -1;
-        for (int k = 0; k < 4; ++k) {
-          if (kind == names[k]) chosen = k;
+        for (int k = tl_core::kAten; k <= tl_core::kAuto; ++k) {
+          if (kind == tl_core::kRecurrentGemmNames[k]) chosen = k;
         }
         TORCH_CHECK(chosen >= 0, "set_recurrent_gemm: kind must be one of auto, onednn, mkl_packed, aten; got '", kind,
                     "'");
-        return std::string(names[tl_core::recurrent_gemm_kind.exchange(chosen)]);
+        return std::string(tl_core::kRecurrentGemmNames[tl_core::recurrent_gemm_kind.exchange(chosen)]);
       },
       "The GEMM of float layers' per-step products: 'auto' (the default: oneDNN's for hidden sizes above the window "
       "limit, MKL's packed one below), 'onednn', 'mkl_packed' or 'aten'; a kind this build lacks falls back to the "
@@ -529,8 +530,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "recurrent_gemm_in_use",
       [](int64_t hidden_size) {
         TORCH_CHECK(hidden_size >= 1, "recurrent_gemm_in_use: hidden_size must be >= 1, got ", hidden_size);
-        static const char* names[] = {"aten", "mkl_packed", "onednn"};
-        return std::string(names[tl_core::recurrent_gemm_in_use(hidden_size)]);
+        return std::string(tl_core::kRecurrentGemmNames[tl_core::recurrent_gemm_in_use(hidden_size)]);
       },
       "The GEMM a float layer of this hidden size uses now: the chosen kind, or the next this build has.",
       py::arg("hidden_size"));
