@@ -57,6 +57,17 @@ class AtenRecurrentGemm {
   at::Tensor w_;
 };
 
+// The two whole-sequence GEMMs with the layer's input weights, through ATen (MKL on the CPU, cuBLAS on a GPU); the
+// CPU's policy swaps in oneDNN's for float (lstm.cpp). Forward: gates = X W_ihᵀ + bias (bias may be undefined).
+// Backward: grad_input = d_gates W_ih.
+inline at::Tensor aten_input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
+  return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+}
+
+inline at::Tensor aten_input_gradient(const at::Tensor& d_gates, const at::Tensor& w_ih) {
+  return at::mm(d_gates, w_ih);
+}
+
 // How many of the rows [begin, end) are active at step t (the first batch_sizes[t] rows are).
 inline int64_t rows_in_window(const PackedSteps& steps, int64_t t, int64_t begin, int64_t end) {
   return std::max<int64_t>(0, std::min(steps.size(t), end) - begin);
@@ -120,14 +131,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // The per-step GEMM then adds h W_hhᵀ in place and the cell overwrites the pre-activations with the activated
   // gates, so one (tokens, 4H) buffer serves all three.
   const auto x = input.contiguous();
-  at::Tensor gates;
+  at::Tensor bias;
   if (b_ih.has_value() && b_hh.has_value()) {
-    gates = at::addmm(*b_ih + *b_hh, x, w_ih.t());
+    bias = *b_ih + *b_hh;
   } else if (b_ih.has_value() || b_hh.has_value()) {
-    gates = at::addmm(b_ih.has_value() ? *b_ih : *b_hh, x, w_ih.t());
-  } else {
-    gates = at::mm(x, w_ih.t());
+    bias = b_ih.has_value() ? *b_ih : *b_hh;
   }
+  at::Tensor gates = Cell::input_projection(x, w_ih, bias);
   auto output = at::empty({input.size(0), hidden}, h0.options());
   auto cells = at::empty_like(output);
   auto hidden_prev = at::empty_like(output);
@@ -185,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto grad_w_ih = at::mm(d_gates_t, input.contiguous());
   auto grad_w_hh = at::mm(d_gates_t, hidden_prev.contiguous());
   auto grad_bias = d_gates.sum(0);
-  auto grad_input = at::mm(d_gates, w_ih);
+  auto grad_input = Cell::input_gradient(d_gates, w_ih);
   return {grad_input, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_bias};
 }
 

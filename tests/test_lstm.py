@@ -157,11 +157,11 @@ def test_parity_batch_split_across_threads(dtype, device):
                          outputs_and_gradients(reference, input, hx, call), dtype)
 
 
-def uneven_batch(dtype, hidden, steps, num_layers, seed):
+def uneven_batch(dtype, hidden, steps, num_layers, seed, bias=True):
     """A bidirectional pair and a batch of 37 rows (no even split among 2 or 3 threads) with varied lengths: the
     pair, the input, (h0, c0) and the call with lengths."""
     reference, fused = make_pair(dtype, hidden_size=hidden, num_layers=num_layers, bidirectional=True,
-                                 batch_first=True)
+                                 batch_first=True, bias=bias)
     input, hx = random_batch(37, steps, dtype, "cpu", True, 2 * num_layers, hidden=hidden)
     lengths = torch.randint(1, steps + 1, (37,), generator=torch.Generator().manual_seed(seed))
     return reference, fused, input, hx, call_with_lengths(lengths, batch_first=True)
@@ -210,6 +210,40 @@ def test_thread_windows_and_gemm_paths_agree(dtype, gemm, cpu_threads, recurrent
     for threads in (2, 3):
         cpu_threads(threads)
         assert_all_close(outputs_and_gradients(fused, input, hx, call), one_thread, dtype)
+
+
+@pytest.fixture
+def sequence_gemm():
+    """Switches the float layers' whole-sequence GEMMs with W_ih (oneDNN's or ATen's) for one test; restored after."""
+    from tl_core import _C
+    yield from restoring(_C.set_sequence_gemm, "onednn")
+
+
+@pytest.mark.parametrize("kind", ["onednn", "aten"])
+def test_sequence_gemms_agree(kind, cpu_threads, sequence_gemm):
+    """The input projection (with the biases or none) and the input's gradient, through oneDNN (the default)
+    or ATen, with 1 and 2 threads: the same outputs and gradients as nn.LSTM."""
+    from tl_core import _C
+    sequence_gemm(kind)
+    if _C.sequence_gemm_in_use() != kind:
+        pytest.skip(f"this PyTorch build has no {kind} GEMM")
+    for bias in (True, False):
+        reference, fused, input, hx, call = uneven_batch(torch.float32, hidden=16, steps=9, num_layers=2, seed=5,
+                                                         bias=bias)
+        for threads in (1, 2):
+            cpu_threads(threads)
+            assert_all_close(outputs_and_gradients(fused, input, hx, call),
+                             outputs_and_gradients(reference, input, hx, call), torch.float32)
+
+
+def test_sequence_gemm_choice_is_checked(sequence_gemm):
+    from tl_core import _C
+    with pytest.raises(RuntimeError, match="must be onednn or aten"):
+        sequence_gemm("mkl")
+    assert sequence_gemm("aten") in ("onednn", "aten")
+    assert _C.sequence_gemm_in_use() == "aten"
+    sequence_gemm("onednn")
+    assert _C.sequence_gemm_in_use() == ("onednn" if torch.backends.mkldnn.is_available() else "aten")
 
 
 @pytest.fixture

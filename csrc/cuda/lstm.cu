@@ -155,6 +155,13 @@ struct CudaLayerCell {
   template <typename T>
   using RecurrentGemm = AtenRecurrentGemm;  // cuBLAS on the current stream
 
+  static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
+    return aten_input_projection(x, w_ih, bias);
+  }
+  static at::Tensor input_gradient(const at::Tensor& d_gates, const at::Tensor& w_ih) {
+    return aten_input_gradient(d_gates, w_ih);
+  }
+
   // The whole batch is one window: each step is parallel on the device, the loop over steps stays on the host.
   template <typename T, typename F>
   static void for_row_windows(const PackedSteps& steps, int64_t /*hidden*/, const F& fn) {
