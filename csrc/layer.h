@@ -60,12 +60,18 @@ class AtenRecurrentGemm {
 // The two whole-sequence GEMMs with the layer's input weights, through ATen (MKL on the CPU, cuBLAS on a GPU); the
 // CPU's policy swaps in oneDNN's for float (lstm.cpp). Forward: gates = X W_ihᵀ + bias (bias may be undefined).
 // Backward: grad_input = d_gates W_ih.
-inline at::Tensor aten_input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
-  return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+// The results go into `out`, a (rows, columns) buffer of the layer.
+inline void aten_input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias,
+                                  at::Tensor& out) {
+  if (bias.defined()) {
+    at::addmm_out(out, bias, x, w_ih.t());
+  } else {
+    at::mm_out(out, x, w_ih.t());
+  }
 }
 
-inline at::Tensor aten_input_gradient(const at::Tensor& d_gates, const at::Tensor& w_ih) {
-  return at::mm(d_gates, w_ih);
+inline void aten_input_gradient(const at::Tensor& d_gates, const at::Tensor& w_ih, at::Tensor& out) {
+  at::mm_out(out, d_gates, w_ih);
 }
 
 // How many of the rows [begin, end) are active at step t (the first batch_sizes[t] rows are).
@@ -138,9 +144,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     bias = b_ih.has_value() ? *b_ih : *b_hh;
   }
   at::Tensor gates = Cell::input_projection(x, w_ih, bias);
-  auto output = at::empty({input.size(0), hidden}, h0.options());
-  auto cells = at::empty_like(output);
-  auto hidden_prev = at::empty_like(output);
+  at::Tensor output = Cell::empty({input.size(0), hidden}, h0.options());
+  at::Tensor cells = Cell::empty(output.sizes(), output.options());
+  at::Tensor hidden_prev = Cell::empty(output.sizes(), output.options());
   // The running state: rows that are not among the first batch_sizes[t] are never touched again (forward
   // direction) or not yet (reverse direction), so after the loop these buffers hold h_n and c_n.
   auto h_n = h0.contiguous().clone();
@@ -178,7 +184,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // are those of h0 and c0 (every row's first step has been passed).
   auto grad_h = grad_h_n.has_value() ? grad_h_n->contiguous().clone() : at::zeros_like(c0_c);
   auto grad_c = grad_c_n.has_value() ? grad_c_n->contiguous().clone() : at::zeros_like(c0_c);
-  auto d_gates = at::empty_like(act);
+  at::Tensor d_gates = Cell::empty(act.sizes(), act.options());
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_backward", [&] {
     const typename Cell::template RecurrentGemm<scalar_t> gemm(w_hh, /*forward=*/false);

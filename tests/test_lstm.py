@@ -247,6 +247,43 @@ def test_sequence_gemm_choice_is_checked(sequence_gemm):
 
 
 @pytest.fixture
+def buffer_cache_limit():
+    """Sets how many bytes of freed layer buffers the CPU layer keeps for its next calls; restored after."""
+    from tl_core import _C
+    yield from restoring(_C.set_buffer_cache_limit, 0)
+
+
+def test_cached_buffers_are_reused_only_once_free(buffer_cache_limit):
+    """The CPU layer's large buffers come back from a cache on the next call. Reused (dirty) buffers give the same
+    results as fresh ones and as nn.LSTM; a buffer whose tensor is still alive (the output the caller kept: on a
+    dense batch it is the last layer's buffer itself) is never handed out again; a limit of 0 empties the cache."""
+    from tl_core import _C
+    buffer_cache_limit(1 << 30)
+    reference, fused = make_pair(torch.float32, hidden_size=16, num_layers=2)
+    input, hx = random_batch(5, 7, torch.float32, "cpu", False, 2, hidden=16)
+    other_input, _ = random_batch(5, 7, torch.float32, "cpu", False, 2, hidden=16, seed=1)
+    expected = outputs_and_gradients(reference, input, hx, call_plain)
+    first = outputs_and_gradients(fused, input, hx, call_plain)
+    assert _C.cached_buffer_bytes() > 0
+    kept = [tensor.clone() for tensor in first[0] + first[1]]
+    assert_all_close(first, expected, torch.float32)
+    outputs_and_gradients(fused, other_input, hx, call_plain)  # other numbers into the reused buffers
+    again = outputs_and_gradients(fused, input, hx, call_plain)
+    assert all(torch.equal(a, b) for a, b in zip(first[0] + first[1], kept))  # what the caller holds is intact
+    assert all(torch.equal(a, b) for a, b in zip(again[0] + again[1], kept))
+    assert buffer_cache_limit(0) == 1 << 30
+    assert _C.cached_buffer_bytes() == 0
+    assert_all_close(outputs_and_gradients(fused, input, hx, call_plain), expected, torch.float32)
+    assert _C.cached_buffer_bytes() == 0
+    buffer_cache_limit(1 << 30)
+    outputs_and_gradients(fused, input, hx, call_plain)
+    cached = _C.cached_buffer_bytes()
+    assert cached > 0 and _C.release_buffers() == cached and _C.cached_buffer_bytes() == 0
+    with pytest.raises(RuntimeError, match="bytes must be >= 0"):
+        buffer_cache_limit(-1)
+
+
+@pytest.fixture
 def window_weight_limit():
     """Moves the W_hh size above which the CPU layer runs the whole batch per step on every thread; restored after."""
     from tl_core import _C

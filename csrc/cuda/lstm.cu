@@ -155,11 +155,19 @@ struct CudaLayerCell {
   template <typename T>
   using RecurrentGemm = AtenRecurrentGemm;  // cuBLAS on the current stream
 
+  // The layer's buffers: PyTorch's caching CUDA allocator already reuses them.
+  static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    return at::empty(sizes, options);
+  }
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
-    return aten_input_projection(x, w_ih, bias);
+    auto gates = at::empty({x.size(0), w_ih.size(0)}, x.options());
+    aten_input_projection(x, w_ih, bias, gates);
+    return gates;
   }
   static at::Tensor input_gradient(const at::Tensor& d_gates, const at::Tensor& w_ih) {
-    return aten_input_gradient(d_gates, w_ih);
+    auto grad_input = at::empty({d_gates.size(0), w_ih.size(1)}, d_gates.options());
+    aten_input_gradient(d_gates, w_ih, grad_input);
+    return grad_input;
   }
 
   // The whole batch is one window: each step is parallel on the device, the loop over steps stays on the host.
