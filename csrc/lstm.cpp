@@ -186,14 +186,31 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& onednn_weight, c
   return stack[0].toTensor();
 }
 
-// The whole-sequence GEMMs with W_ih of float layers (the input projection, the input's gradient): oneDNN's
-// (true, the default) or ATen's (tl_core._C.set_sequence_gemm, for tests and side-by-side timings). Measured
-// side by side, 2 threads: (12800 x 100) @ (100 x 512) 6.9 ms against MKL's 7.6; (12800 x 512) @ (512 x 100)
-// 7.7 against 10.1; (4480 x 4600) @ (4600 x 400) 78 against 88.
-std::atomic<bool> sequence_gemm_onednn{true};
+// The whole-sequence GEMMs with W_ih of float layers (the input projection, the input's gradient): oneDNN's,
+// ATen's, or by size (kSequenceAuto, the default: oneDNN's from kOneDnnSequenceMinMacs multiply-adds up, where
+// its faster kernel pays for converting W_ih and the call through the dispatcher). tl_core._C.set_sequence_gemm
+// switches it (tests, side-by-side timings). Measured side by side, 2 threads: (12800 x 100) @ (100 x 512) 6.9 ms against
+// MKL's 7.6; (12800 x 512) @ (512 x 100) 7.7 against 10.1; (4480 x 4600) @ (4600 x 400) 78 against 88; the
+// `small` shape's layer (1024 tokens, 32 inputs, 64 units) fwd+bwd 2.50 ms with oneDNN's against 2.14.
+enum SequenceGemmKind : int { kSequenceAten = 0, kSequenceOneDnn = 1, kSequenceAuto = 2 };
+constexpr const char* kSequenceGemmNames[] = {"aten", "onednn", "auto"};
+constexpr int64_t kOneDnnSequenceMinMacs = int64_t{1} << 26;
+std::atomic<int> sequence_gemm_kind{kSequenceAuto};
 
-bool use_onednn_sequence_gemm(const at::Tensor& x) {
-  return x.scalar_type() == at::kFloat && x.size(0) > 0 && sequence_gemm_onednn.load() && onednn_gemm_available();
+// The kind a float product of this many multiply-adds uses now: the chosen one, or ATen's where the build has no
+// oneDNN.
+int sequence_gemm_in_use(int64_t multiply_adds) {
+  int kind = sequence_gemm_kind.load();
+  if (kind == kSequenceAuto) kind = multiply_adds >= kOneDnnSequenceMinMacs ? kSequenceOneDnn : kSequenceAten;
+  if (kind == kSequenceOneDnn && !onednn_gemm_available()) kind = kSequenceAten;
+  return kind;
+}
+
+// Whether the (rows x inner) @ (inner x columns) product of a float layer with `x` as its left factor goes
+// through oneDNN.
+bool use_onednn_sequence_gemm(const at::Tensor& x, int64_t columns) {
+  return x.scalar_type() == at::kFloat && x.size(0) > 0 &&
+         sequence_gemm_in_use(x.size(0) * x.size(1) * columns) == kSequenceOneDnn;
 }
 
 // The kind a float layer of this hidden size uses now: the chosen one, or the next available below it.
@@ -464,7 +481,9 @@ struct CpuLayerCell {
   }
 
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
-    if (use_onednn_sequence_gemm(x)) return onednn_linear(x, w_ih.detach().contiguous().to_mkldnn(), bias);
+    if (use_onednn_sequence_gemm(x, w_ih.size(0))) {
+      return onednn_linear(x, w_ih.detach().contiguous().to_mkldnn(), bias);
+    }
     auto gates = cached_empty({x.size(0), w_ih.size(0)}, x.options());
     aten_input_projection(x, w_ih, bias, gates);
     return gates;
@@ -472,7 +491,7 @@ struct CpuLayerCell {
 
   static at::Tensor input_gradient(const at::Tensor& d_gates, const at::Tensor& w_ih) {
     // d_gates W_ih as a linear layer: its (n, k) weight is W_ihᵀ, (I, 4H).
-    if (use_onednn_sequence_gemm(d_gates)) {
+    if (use_onednn_sequence_gemm(d_gates, w_ih.size(1))) {
       return onednn_linear(d_gates, w_ih.detach().t().contiguous().to_mkldnn(), at::Tensor());
     }
     auto grad_input = cached_empty({d_gates.size(0), w_ih.size(1)}, d_gates.options());
@@ -672,17 +691,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "set_sequence_gemm",
       [](const std::string& kind) {
-        TORCH_CHECK(kind == "onednn" || kind == "aten", "set_sequence_gemm: kind must be onednn or aten; got '",
-                    kind, "'");
-        return std::string(tl_core::sequence_gemm_onednn.exchange(kind == "onednn") ? "onednn" : "aten");
+        int chosen = -1;
+        for (int k = tl_core::kSequenceAten; k <= tl_core::kSequenceAuto; ++k) {
+          if (kind == tl_core::kSequenceGemmNames[k]) chosen = k;
+        }
+        TORCH_CHECK(chosen >= 0, "set_sequence_gemm: kind must be one of auto, onednn, aten; got '", kind, "'");
+        return std::string(tl_core::kSequenceGemmNames[tl_core::sequence_gemm_kind.exchange(chosen)]);
       },
-      "The GEMM of float layers' whole-sequence products with W_ih (input projection, input gradient): 'onednn' "
-      "(the default; ATen's where the build lacks it) or 'aten'. Returns the previous choice.");
+      "The GEMM of float layers' whole-sequence products with W_ih (input projection, input gradient): 'auto' (the "
+      "default: oneDNN's from 2**26 multiply-adds up, ATen's below), 'onednn' or 'aten'; ATen's where the build "
+      "lacks oneDNN. Returns the previous choice.");
   m.def(
       "sequence_gemm_in_use",
-      [] { return std::string(tl_core::sequence_gemm_onednn.load() && tl_core::onednn_gemm_available() ? "onednn" : "aten"); },
-      "The GEMM float layers use now for their whole-sequence products with W_ih: the chosen kind, or ATen's where "
-      "this build has no oneDNN.");
+      [](int64_t multiply_adds) {
+        TORCH_CHECK(multiply_adds >= 0, "sequence_gemm_in_use: multiply_adds must be >= 0, got ", multiply_adds);
+        return std::string(tl_core::kSequenceGemmNames[tl_core::sequence_gemm_in_use(multiply_adds)]);
+      },
+      "The GEMM a float layer's whole-sequence product of this many multiply-adds uses now: onednn or aten.",
+      py::arg("multiply_adds"));
   m.def(
       "set_buffer_cache_limit",
       [](int64_t bytes) {

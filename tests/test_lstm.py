@@ -216,16 +216,16 @@ def test_thread_windows_and_gemm_paths_agree(dtype, gemm, cpu_threads, recurrent
 def sequence_gemm():
     """Switches the float layers' whole-sequence GEMMs with W_ih (oneDNN's or ATen's) for one test; restored after."""
     from tl_core import _C
-    yield from restoring(_C.set_sequence_gemm, "onednn")
+    yield from restoring(_C.set_sequence_gemm, "auto")
 
 
 @pytest.mark.parametrize("kind", ["onednn", "aten"])
 def test_sequence_gemms_agree(kind, cpu_threads, sequence_gemm):
-    """The input projection (with the biases or none) and the input's gradient, through oneDNN (the default)
-    or ATen, with 1 and 2 threads: the same outputs and gradients as nn.LSTM."""
+    """The input projection (with the biases or none) and the input's gradient, through oneDNN or ATen (forced:
+    the default picks by size), with 1 and 2 threads: the same outputs and gradients as nn.LSTM."""
     from tl_core import _C
     sequence_gemm(kind)
-    if _C.sequence_gemm_in_use() != kind:
+    if _C.sequence_gemm_in_use(1) != kind:
         pytest.skip(f"this PyTorch build has no {kind} GEMM")
     for bias in (True, False):
         reference, fused, input, hx, call = uneven_batch(torch.float32, hidden=16, steps=9, num_layers=2, seed=5,
@@ -237,13 +237,18 @@ def test_sequence_gemms_agree(kind, cpu_threads, sequence_gemm):
 
 
 def test_sequence_gemm_choice_is_checked(sequence_gemm):
+    """The default takes oneDNN's GEMM for large products (from 2**26 multiply-adds) where the build has it, ATen's
+    for small ones; a named kind is used for every size."""
     from tl_core import _C
-    with pytest.raises(RuntimeError, match="must be onednn or aten"):
+    with pytest.raises(RuntimeError, match="must be one of auto, onednn, aten"):
         sequence_gemm("mkl")
-    assert sequence_gemm("aten") in ("onednn", "aten")
-    assert _C.sequence_gemm_in_use() == "aten"
+    assert sequence_gemm("auto") in ("auto", "onednn", "aten")
+    large = "onednn" if torch.backends.mkldnn.is_available() else "aten"
+    assert _C.sequence_gemm_in_use(2**26 - 1) == "aten" and _C.sequence_gemm_in_use(2**26) == large
+    sequence_gemm("aten")
+    assert _C.sequence_gemm_in_use(2**30) == "aten"
     sequence_gemm("onednn")
-    assert _C.sequence_gemm_in_use() == ("onednn" if torch.backends.mkldnn.is_available() else "aten")
+    assert _C.sequence_gemm_in_use(1) == large
 
 
 @pytest.fixture
