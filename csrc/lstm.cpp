@@ -657,6 +657,22 @@ TORCH_LIBRARY_IMPL(tl_core, CPU, m) {
   m.impl("lstm_layer_backward", &tl_core::layer_backward<tl_core::CpuLayerCell>);
 }
 
+namespace tl_core {
+
+// The index of `kind` among a setting's Python names, or a clear error that lists them.
+template <size_t N>
+int kind_index(const char* setting, const std::string& kind, const char* const (&names)[N]) {
+  std::string choices;
+  for (size_t k = 0; k < N; ++k) {
+    if (kind == names[k]) return static_cast<int>(k);
+    choices += (k == 0 ? "" : ", ") + std::string(names[k]);
+  }
+  TORCH_CHECK(false, setting, ": kind must be one of ", choices, "; got '", kind, "'");
+  return -1;
+}
+
+}  // namespace tl_core
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "tl_core's fused LSTM kernels. Importing this module registers the torch.ops.tl_core ops.";
 #ifdef WITH_CUDA
@@ -669,12 +685,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "set_recurrent_gemm",
       [](const std::string& kind) {
-        int chosen = -1;
-        for (int k = tl_core::kAten; k <= tl_core::kAuto; ++k) {
-          if (kind == tl_core::kRecurrentGemmNames[k]) chosen = k;
-        }
-        TORCH_CHECK(chosen >= 0, "set_recurrent_gemm: kind must be one of auto, onednn, mkl_packed, aten; got '", kind,
-                    "'");
+        const int chosen = tl_core::kind_index("set_recurrent_gemm", kind, tl_core::kRecurrentGemmNames);
         return std::string(tl_core::kRecurrentGemmNames[tl_core::recurrent_gemm_kind.exchange(chosen)]);
       },
       "The GEMM of float layers' per-step products: 'auto' (the default: oneDNN's for hidden sizes above the window "
@@ -691,11 +702,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "set_sequence_gemm",
       [](const std::string& kind) {
-        int chosen = -1;
-        for (int k = tl_core::kSequenceAten; k <= tl_core::kSequenceAuto; ++k) {
-          if (kind == tl_core::kSequenceGemmNames[k]) chosen = k;
-        }
-        TORCH_CHECK(chosen >= 0, "set_sequence_gemm: kind must be one of auto, onednn, aten; got '", kind, "'");
+        const int chosen = tl_core::kind_index("set_sequence_gemm", kind, tl_core::kSequenceGemmNames);
         return std::string(tl_core::kSequenceGemmNames[tl_core::sequence_gemm_kind.exchange(chosen)]);
       },
       "The GEMM of float layers' whole-sequence products with W_ih (input projection, input gradient): 'auto' (the "

@@ -240,7 +240,7 @@ def test_sequence_gemm_choice_is_checked(sequence_gemm):
     """The default takes oneDNN's GEMM for large products (from 2**26 multiply-adds) where the build has it, ATen's
     for small ones; a named kind is used for every size."""
     from tl_core import _C
-    with pytest.raises(RuntimeError, match="must be one of auto, onednn, aten"):
+    with pytest.raises(RuntimeError, match="must be one of aten, onednn, auto"):
         sequence_gemm("mkl")
     assert sequence_gemm("auto") in ("auto", "onednn", "aten")
     large = "onednn" if torch.backends.mkldnn.is_available() else "aten"
@@ -747,7 +747,7 @@ def test_recurrent_gemm_choice_is_checked(recurrent_gemm, window_weight_limit):
     """The default picks by size: oneDNN's GEMM where W_hh is above the window limit (4 MB: hidden 1150), MKL's
     packed GEMM below (hidden 128), each where the build has it; a named kind is used for every size."""
     from tl_core import _C
-    with pytest.raises(RuntimeError, match="must be one of auto, onednn, mkl_packed, aten"):
+    with pytest.raises(RuntimeError, match="must be one of aten, mkl_packed, onednn, auto"):
         recurrent_gemm("blas")
     assert recurrent_gemm("auto") in ("auto", "onednn", "mkl_packed", "aten")
     if _C.packed_gemm_available():
