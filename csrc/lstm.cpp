@@ -51,13 +51,13 @@ bool packed_gemm_available() {
 
 namespace {
 
-// The layer's large buffers (the gates, the saved cell and hidden states, the output, the gates' gradient: tens of
-// MB each at training sizes) come from a cache of blocks that return to it when their tensor dies, so a training
-// loop does not take fresh pages from the system for them on every call: glibc serves blocks above 32 MB (and
-// smaller ones once it trims its heap) with new pages, which the kernel zeroes on first touch. Measured side by
-// side, FusedLSTM fwd+bwd with freed memory kept in the process (GLIBC_TUNABLES) vs not: tutorial 78 -> 68 ms, long
-// 394 -> 344 ms, lm 1,266 -> 1,094 ms. At most `buffer_cache_limit` bytes wait in the cache
-// (tl_core._C.set_buffer_cache_limit; 0: every block goes back to the system at once).
+// The layer's own large buffers (the output, the saved cell and hidden states, the gates' gradient, and the gates
+// where ATen computes them: tens of MB each at training sizes) come from a cache of blocks that return to it when
+// their tensor dies, so a training loop does not take fresh pages from the system for them on every call: glibc
+// serves blocks above 32 MB (and smaller ones once it trims its heap) with new pages, which the kernel zeroes on
+// first touch. Measured side by side, FusedLSTM fwd+bwd with freed memory kept in the process (GLIBC_TUNABLES) vs
+// not: tutorial 78 -> 68 ms, long 394 -> 344 ms, lm 1,266 -> 1,094 ms. At most `buffer_cache_limit` bytes wait in
+// the cache (tl_core._C.set_buffer_cache_limit; 0: every block goes back to the system at once).
 std::atomic<int64_t> buffer_cache_limit{int64_t{1} << 30};
 
 class BufferCache final : public c10::Allocator {
@@ -189,9 +189,9 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& onednn_weight, c
 // The whole-sequence GEMMs with W_ih of float layers (the input projection, the input's gradient): oneDNN's,
 // ATen's, or by size (kSequenceAuto, the default: oneDNN's from kOneDnnSequenceMinMacs multiply-adds up, where
 // its faster kernel pays for converting W_ih and the call through the dispatcher). tl_core._C.set_sequence_gemm
-// switches it (tests, side-by-side timings). Measured side by side, 2 threads: (12800 x 100) @ (100 x 512) 6.9 ms against
-// MKL's 7.6; (12800 x 512) @ (512 x 100) 7.7 against 10.1; (4480 x 4600) @ (4600 x 400) 78 against 88; the
-// `small` shape's layer (1024 tokens, 32 inputs, 64 units) fwd+bwd 2.50 ms with oneDNN's against 2.14.
+// switches it (tests, side-by-side timings). Measured side by side, 2 threads: (12800 x 100) @ (100 x 512) 6.9 ms
+// against MKL's 7.6; (12800 x 512) @ (512 x 100) 7.7 against 10.1; (4480 x 4600) @ (4600 x 400) 78 against 88;
+// the `small` shape's layer (1024 tokens, 32 inputs, 64 units) fwd+bwd 2.50 ms with oneDNN's against 2.14.
 enum SequenceGemmKind : int { kSequenceAten = 0, kSequenceOneDnn = 1, kSequenceAuto = 2 };
 constexpr const char* kSequenceGemmNames[] = {"aten", "onednn", "auto"};
 constexpr int64_t kOneDnnSequenceMinMacs = int64_t{1} << 26;
