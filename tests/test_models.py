@@ -46,6 +46,37 @@ def test_padding_does_not_change_a_reviews_logit(backend, pooling):
     torch.testing.assert_close(with_neighbours, alone[0], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
+def test_packed_pooling_equals_masked_pooling_of_the_padded_output(backend, layers, bidirectional):
+    """encode pools the packed output row by row; the same features (and gradients) as the textbook version: the
+    LSTM's padded output, padding masked out, max and mean over time (as in the 05 assignment)."""
+    model = make_model(backend, num_layers=layers, bidirectional=bidirectional).train()
+    model.embedding_dropout.p = 0.0
+    tokens, lengths = padded([[1, 2, 3], [4, 5], [6, 7, 8, 9, 10], [11]], 7)  # unsorted, one padded past all
+    pooled = model.encode(tokens, lengths)
+    output, (h_n, _) = model.lstm(model.embedding(tokens), lengths=lengths)
+    valid = (torch.arange(7)[None, :] < lengths[:, None]).unsqueeze(-1)
+    last = h_n.view(layers, 2 if bidirectional else 1, 4, 6)[-1].transpose(0, 1).reshape(4, -1)
+    reference = torch.cat([last, output.masked_fill(~valid, float("-inf")).amax(dim=1),
+                           output.masked_fill(~valid, 0.0).sum(dim=1) / lengths[:, None]], dim=1)
+    torch.testing.assert_close(pooled, reference, atol=1e-6, rtol=1e-5)
+    weights = torch.randn_like(reference)
+    parameters = [model.embedding.weight, *model.lstm.parameters()]
+    for got, expected in zip(torch.autograd.grad((pooled * weights).sum(), parameters),
+                             torch.autograd.grad((reference * weights).sum(), parameters)):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["torch_padded"])
+def test_lengths_outside_the_padded_batch_are_refused(backend):
+    model = make_model(backend)
+    tokens = torch.ones(2, 5, dtype=torch.int64)
+    for lengths in ([5, 6], [0, 3]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 5\] \(the input's sequence length\)"):
+            model(tokens, torch.tensor(lengths))
+
+
 def test_backends_compute_the_same_function():
     fused = make_model("fused", num_layers=2)
     reference = make_model("torch", num_layers=2)

@@ -28,6 +28,25 @@ from torch.nn.utils.rnn import PackedSequence
 from . import ops
 
 
+def check_lengths(lengths, batch: int, steps: int) -> Tensor:
+    """The lengths of a padded batch of ``batch`` sequences of ``steps`` steps, as a CPU int64 tensor: each in
+    [1, steps], or a clear error. Also used by ``models.SentimentLSTM``, which packs its batch itself."""
+    if isinstance(lengths, (list, tuple)):
+        lengths = torch.as_tensor(lengths)
+    if not isinstance(lengths, Tensor):
+        raise TypeError(f"lengths must be a 1-D int64 tensor (or a list of ints), got {type(lengths).__name__}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor (int64), got dtype {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"lengths must be 1-D with one length per sequence ({batch} for this batch), got shape "
+                         f"{list(lengths.shape)}")
+    lengths = lengths.to(device="cpu", dtype=torch.int64)
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        raise ValueError(f"lengths must lie in [1, {steps}] (the input's sequence length), got values from "
+                         f"{int(lengths.min())} to {int(lengths.max())}")
+    return lengths
+
+
 class FusedLSTM(nn.Module):
     """``torch.nn.LSTM`` on the fused kernels, plus ``lengths`` in ``forward``.
 
@@ -176,7 +195,7 @@ class FusedLSTM(nn.Module):
             output = output.view(steps, batch, output_size)
             return (output.transpose(0, 1) if batch_first else output), (h_n, c_n)
 
-        lengths = self._check_lengths(lengths, batch, steps)
+        lengths = check_lengths(lengths, batch, steps)
         sorted_lengths, sorted_indices = torch.sort(lengths, descending=True, stable=True)
         in_order = bool(torch.equal(sorted_indices, torch.arange(batch)))
         max_length = int(sorted_lengths[0]) if batch else 0
@@ -279,20 +298,3 @@ class FusedLSTM(nn.Module):
                              f"(num_layers * num_directions, hidden_size) = {(expected[0], expected[2])}, got "
                              f"{tuple(hx[0].shape)} and {tuple(hx[1].shape)}")
         return hx[0].unsqueeze(1), hx[1].unsqueeze(1)
-
-    @staticmethod
-    def _check_lengths(lengths, batch: int, steps: int) -> Tensor:
-        if isinstance(lengths, (list, tuple)):
-            lengths = torch.as_tensor(lengths)
-        if not isinstance(lengths, Tensor):
-            raise TypeError(f"lengths must be a 1-D int64 tensor (or a list of ints), got {type(lengths).__name__}")
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must be an integer tensor (int64), got dtype {lengths.dtype}")
-        if lengths.dim() != 1 or lengths.shape[0] != batch:
-            raise ValueError(f"lengths must be 1-D with one length per sequence ({batch} for this batch), got shape "
-                             f"{list(lengths.shape)}")
-        lengths = lengths.to(device="cpu", dtype=torch.int64)
-        if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-            raise ValueError(f"lengths must lie in [1, {steps}] (the input's sequence length), got values from "
-                             f"{int(lengths.min())} to {int(lengths.max())}")
-        return lengths

@@ -132,6 +132,21 @@ def word_embedding(config, embeddings: Tensor | None = None, **kwargs) -> nn.Emb
     return table
 
 
+def pool_packed(output: nn.utils.rnn.PackedSequence, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Max and mean over each sequence's steps of a packed LSTM output: (B, features) each, in the caller's order
+    (``lengths`` (B,) on the CPU). The packed rows are time-major and sorted by length; each is added to (and
+    compared with) the row of the sequence it belongs to, so no padded (B, T, features) tensor is ever made."""
+    rows, batch_sizes = output.data, output.batch_sizes
+    batch = len(lengths)
+    order = output.sorted_indices if output.sorted_indices is not None else torch.arange(batch)
+    active = torch.arange(batch)[None, :] < batch_sizes[:, None]  # (steps, batch): which sorted rows run at a step
+    owner = order.cpu().expand(len(batch_sizes), batch)[active].to(rows.device)  # the sequence of each packed row
+    mean = rows.new_zeros(batch, rows.shape[1]).index_add_(0, owner, rows) / lengths.to(rows)[:, None]
+    maximum = rows.new_full((batch, rows.shape[1]), float("-inf")).scatter_reduce(
+        0, owner[:, None].expand_as(rows), rows, "amax")
+    return maximum, mean
+
+
 class SentimentLSTM(nn.Module):
     """A review in, one logit out (positive > 0). Introduced in ``notebooks/05_source_lstm.ipynb``."""
 
@@ -151,18 +166,30 @@ class SentimentLSTM(nn.Module):
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
         if lengths.shape != tokens.shape[:1]:
             raise ValueError(f"lengths must be (batch,) = ({tokens.shape[0]},), got shape {tuple(lengths.shape)}")
-        lengths_cpu = lengths.to("cpu", torch.int64)
+        from .lstm import check_lengths
+
+        lengths_cpu = check_lengths(lengths.to("cpu", torch.int64), tokens.shape[0], tokens.shape[1])
         words = self.embedding_dropout(self.embedding(tokens))
-        output, (h_n, _) = self.lstm(words, lengths=lengths_cpu)
+        if self.config.lstm_backend == "torch_padded":
+            output, (h_n, _) = self.lstm(words)  # runs on through the padding: pooled over the valid steps below
+        else:
+            # Packed: the LSTM computes the valid steps only, and the pooling reads them where they lie, one row
+            # per token, without a padded (B, T, H) copy of the output (measured with FusedLSTM, 64 reviews of 100 to
+            # 800 tokens, 256 units: forward + backward 0.71 -> 0.59 s).
+            packed = nn.utils.rnn.pack_padded_sequence(words, lengths_cpu, batch_first=True, enforce_sorted=False)
+            output, (h_n, _) = self.lstm(packed)
         # h_n holds each direction's state at the sequence's own last valid step (the reverse one at its start).
         last = h_n.view(self.config.num_layers, self.config.directions, tokens.shape[0], self.config.hidden_size)[-1]
         last = last.transpose(0, 1).reshape(tokens.shape[0], -1)
         if self.config.pooling == "last":
             return last
-        steps = torch.arange(tokens.shape[1], device=tokens.device)
-        valid = (steps[None, :] < lengths.to(tokens.device)[:, None]).unsqueeze(-1)  # (B, T, 1)
-        maximum = output.masked_fill(~valid, float("-inf")).amax(dim=1)
-        mean = output.masked_fill(~valid, 0.0).sum(dim=1) / lengths.to(output)[:, None]
+        if isinstance(output, nn.utils.rnn.PackedSequence):
+            maximum, mean = pool_packed(output, lengths_cpu)
+        else:
+            steps = torch.arange(tokens.shape[1], device=tokens.device)
+            valid = (steps[None, :] < lengths.to(tokens.device)[:, None]).unsqueeze(-1)  # (B, T, 1)
+            maximum = output.masked_fill(~valid, float("-inf")).amax(dim=1)
+            mean = output.masked_fill(~valid, 0.0).sum(dim=1) / lengths.to(output)[:, None]
         return torch.cat([last, maximum, mean], dim=1)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
