@@ -13,9 +13,10 @@
 // Threads: the recurrence runs over a window of rows [begin, end) of the batch, every step for those rows (a row's
 // steps depend only on its own earlier steps). The device's `Cell::for_row_windows` decides how the batch is cut
 // into windows: the CPU gives each thread one window and lets it run the whole recurrence with single-threaded
-// GEMMs (one parallel region per layer call, no barrier per step) while W_hh fits in a core's cache, and above
-// that takes the whole batch as one window whose steps use every thread (lstm.cpp: windows_per_thread); CUDA
-// takes the whole batch as one window and parallelises each step on the device.
+// GEMMs (one parallel region per layer call, no barrier per step) while W_hh fits in a core's cache, and a thread
+// that is done takes over the tail of a slower thread's window; above that size it takes the whole batch as one
+// window whose steps use every thread (lstm.cpp: windows_per_thread). CUDA takes the whole batch as one window and
+// parallelises each step on the device.
 //
 // What backward needs, saved by the forward: the activated gates (tokens, 4H), the cell states (tokens, H) and
 // the hidden state each step started from (tokens, H), whose rows line up with the input's so that the weight
@@ -79,47 +80,63 @@ inline int64_t rows_in_window(const PackedSteps& steps, int64_t t, int64_t begin
   return std::max<int64_t>(0, std::min(steps.size(t), end) - begin);
 }
 
-// The forward recurrence for the rows [begin, end) of the batch, every step. Buffers as in layer_forward.
-template <class Cell, typename T, class Gemm>
-void forward_window(const PackedSteps& steps, bool reverse, int64_t begin, int64_t end, int64_t hidden,
-                    at::Tensor& gates, at::Tensor& h_n, at::Tensor& c_n, const Gemm& gemm, T* output, T* cells,
-                    T* hidden_prev) {
+// The rows a window runs, [begin, end), from iteration `first` on (an iteration is a step in processing order).
+// The CPU lets the end move down between iterations, when an idle thread takes over the window's tail (lstm.cpp:
+// SharedWindow); here it stays put. claim(i) gives the window's end for iteration i as it starts; done(i), after.
+struct FixedWindow {
+  int64_t begin, end, first = 0;
+  int64_t claim(int64_t /*iteration*/) const { return end; }
+  void done(int64_t /*iteration*/) const {}
+};
+
+// The forward recurrence for a window of rows, every step from its first. Buffers as in layer_forward.
+template <class Cell, typename T, class Gemm, class Window>
+void forward_window(const PackedSteps& steps, bool reverse, Window& window, int64_t hidden, at::Tensor& gates,
+                    at::Tensor& h_n, at::Tensor& c_n, const Gemm& gemm, T* output, T* cells, T* hidden_prev) {
+  const int64_t begin = window.begin;
   T* gates_data = gates.mutable_data_ptr<T>();
   T* h_data = h_n.mutable_data_ptr<T>() + begin * hidden;
   T* c_data = c_n.mutable_data_ptr<T>() + begin * hidden;
-  for (int64_t s = 0; s < steps.count(); ++s) {
+  for (int64_t s = window.first; s < steps.count(); ++s) {
     const int64_t t = step_at(s, steps.count(), reverse);
-    const int64_t rows = rows_in_window(steps, t, begin, end), offset = steps.offset(t) + begin;
-    if (rows == 0) continue;
-    gemm.apply(h_n, begin, gates, offset, rows, /*accumulate=*/true);
-    Cell::template forward_step<T>(gates_data + offset * 4 * hidden, c_data, h_data, hidden_prev + offset * hidden,
-                                   cells + offset * hidden, output + offset * hidden, rows, hidden);
+    const int64_t rows = rows_in_window(steps, t, begin, window.claim(s)), offset = steps.offset(t) + begin;
+    if (rows > 0) {
+      gemm.apply(h_n, begin, gates, offset, rows, /*accumulate=*/true);
+      Cell::template forward_step<T>(gates_data + offset * 4 * hidden, c_data, h_data,
+                                     hidden_prev + offset * hidden, cells + offset * hidden,
+                                     output + offset * hidden, rows, hidden);
+    }
+    window.done(s);
   }
 }
 
-// The backward recurrence for the rows [begin, end): d_gates of every step, and the gradients carried along the
-// state (grad_h, grad_c: in, those of h_n and c_n; out, those of h0 and c0).
-template <class Cell, typename T, class Gemm>
-void backward_window(const PackedSteps& steps, bool reverse, int64_t begin, int64_t end, int64_t hidden,
-                     const T* grad_output, const T* act, const T* cells, const T* c0, at::Tensor& grad_h,
-                     at::Tensor& grad_c, at::Tensor& d_gates, const Gemm& gemm) {
+// The backward recurrence for a window of rows: d_gates of every step, and the gradients carried along the state
+// (grad_h, grad_c: in, those of h_n and c_n; out, those of h0 and c0). Iteration i is step count - 1 - i.
+template <class Cell, typename T, class Gemm, class Window>
+void backward_window(const PackedSteps& steps, bool reverse, Window& window, int64_t hidden, const T* grad_output,
+                     const T* act, const T* cells, const T* c0, at::Tensor& grad_h, at::Tensor& grad_c,
+                     at::Tensor& d_gates, const Gemm& gemm) {
+  const int64_t begin = window.begin;
   T* d_gates_data = d_gates.mutable_data_ptr<T>();
   const T* grad_h_data = grad_h.const_data_ptr<T>() + begin * hidden;
   T* grad_c_data = grad_c.mutable_data_ptr<T>() + begin * hidden;
-  for (int64_t s = steps.count() - 1; s >= 0; --s) {
-    const int64_t t = step_at(s, steps.count(), reverse);
+  for (int64_t i = window.first; i < steps.count(); ++i) {
+    const int64_t s = steps.count() - 1 - i, t = step_at(s, steps.count(), reverse), end = window.claim(i);
     const int64_t rows = rows_in_window(steps, t, begin, end), offset = steps.offset(t) + begin;
-    if (rows == 0) continue;
-    // The cell state this step started from: for the rows that were active at the step before (in processing
-    // order) it is that step's cell state; for the others this is their first step, and it is c0.
-    const bool has_previous = s > 0;
-    const int64_t previous = has_previous ? step_at(s - 1, steps.count(), reverse) : 0;
-    const int64_t continuing = has_previous ? std::min(rows_in_window(steps, previous, begin, end), rows) : 0;
-    const T* c_prev_continuing = has_previous ? cells + (steps.offset(previous) + begin) * hidden : c0;
-    Cell::template backward_step<T>(grad_h_data, grad_output ? grad_output + offset * hidden : nullptr, grad_c_data,
-                                    act + offset * 4 * hidden, c_prev_continuing, c0 + begin * hidden, continuing,
-                                    cells + offset * hidden, d_gates_data + offset * 4 * hidden, rows, hidden);
-    gemm.apply(d_gates, offset, grad_h, begin, rows, /*accumulate=*/false);
+    if (rows > 0) {
+      // The cell state this step started from: for the rows that were active at the step before (in processing
+      // order) it is that step's cell state; for the others this is their first step, and it is c0.
+      const bool has_previous = s > 0;
+      const int64_t previous = has_previous ? step_at(s - 1, steps.count(), reverse) : 0;
+      const int64_t continuing = has_previous ? std::min(rows_in_window(steps, previous, begin, end), rows) : 0;
+      const T* c_prev_continuing = has_previous ? cells + (steps.offset(previous) + begin) * hidden : c0;
+      Cell::template backward_step<T>(grad_h_data, grad_output ? grad_output + offset * hidden : nullptr,
+                                      grad_c_data, act + offset * 4 * hidden, c_prev_continuing, c0 + begin * hidden,
+                                      continuing, cells + offset * hidden, d_gates_data + offset * 4 * hidden, rows,
+                                      hidden);
+      gemm.apply(d_gates, offset, grad_h, begin, rows, /*accumulate=*/false);
+    }
+    window.done(i);
   }
 }
 
@@ -157,9 +174,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     scalar_t* output_data = output.mutable_data_ptr<scalar_t>();
     scalar_t* cells_data = cells.mutable_data_ptr<scalar_t>();
     scalar_t* hidden_prev_data = hidden_prev.mutable_data_ptr<scalar_t>();
-    Cell::template for_row_windows<scalar_t>(steps, hidden, [&](int64_t begin, int64_t end) {
-      forward_window<Cell, scalar_t>(steps, reverse, begin, end, hidden, gates, h_n, c_n, gemm, output_data,
-                                     cells_data, hidden_prev_data);
+    // Iteration s runs step t = s (forward direction) or T-1-s (reverse): a row of length L is active at
+    // iterations [0, L) or [T-L, T).
+    Cell::template for_row_windows<scalar_t>(steps, hidden, /*active_late=*/reverse, [&](auto& window) {
+      forward_window<Cell, scalar_t>(steps, reverse, window, hidden, gates, h_n, c_n, gemm, output_data, cells_data,
+                                     hidden_prev_data);
     });
   });
   return {output, h_n, c_n, gates, cells, hidden_prev};
@@ -189,8 +208,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "tl_core.lstm_layer_backward", [&] {
     const typename Cell::template RecurrentGemm<scalar_t> gemm(w_hh, /*forward=*/false);
     const scalar_t* grad_output_data = grad_output_c.defined() ? grad_output_c.const_data_ptr<scalar_t>() : nullptr;
-    Cell::template for_row_windows<scalar_t>(steps, hidden, [&](int64_t begin, int64_t end) {
-      backward_window<Cell, scalar_t>(steps, reverse, begin, end, hidden, grad_output_data,
+    Cell::template for_row_windows<scalar_t>(steps, hidden, /*active_late=*/!reverse, [&](auto& window) {
+      backward_window<Cell, scalar_t>(steps, reverse, window, hidden, grad_output_data,
                                       act.const_data_ptr<scalar_t>(), cells_c.const_data_ptr<scalar_t>(),
                                       c0_c.const_data_ptr<scalar_t>(), grad_h, grad_c, d_gates, gemm);
     });

@@ -11,10 +11,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <climits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "cell_cpu.h"
 #include "cell_math.h"
@@ -445,21 +447,28 @@ TL_CPU_CLONES void layer_backward_rows_float(const float* grad_h, const float* g
 // Rows per window, at least: below this a thread's per-step GEMM is too small to be worth a window of its own.
 constexpr int64_t kMinWindowRows = 4;
 
-// Cuts the rows [0, batch) into `windows` consecutive windows of about equal work: a row's work is its length in
-// steps (rows are sorted by decreasing length, so equal row counts would leave the first window the longest).
-std::vector<int64_t> balanced_cuts(const PackedSteps& steps, int64_t batch, int64_t windows) {
-  std::vector<int64_t> length(batch + 1, 0);  // difference array: row r is active at steps.size(t) > r steps
-  int64_t total = 0;
+// The length in steps of each row of a packed batch (rows are sorted by decreasing length).
+std::vector<int64_t> row_lengths(const PackedSteps& steps, int64_t batch) {
+  std::vector<int64_t> length(batch + 1, 0);  // a difference array first: row r is active at steps.size(t) > r
   for (int64_t t = 0; t < steps.count(); ++t) {
     length[0] += 1;
     length[steps.size(t)] -= 1;
-    total += steps.size(t);
   }
+  for (int64_t r = 1; r <= batch; ++r) length[r] += length[r - 1];
+  length.pop_back();
+  return length;
+}
+
+// Cuts the rows [0, batch) into `windows` consecutive windows of about equal work: a row's work is its length in
+// steps (rows are sorted by decreasing length, so equal row counts would leave the first window the longest).
+std::vector<int64_t> balanced_cuts(const PackedSteps& steps, int64_t batch, int64_t windows) {
+  const auto length = row_lengths(steps, batch);
+  int64_t total = 0;
+  for (const int64_t l : length) total += l;
   std::vector<int64_t> cuts{0};
-  int64_t running = 0, active = 0;
+  int64_t running = 0;
   for (int64_t r = 0; r < batch && static_cast<int64_t>(cuts.size()) < windows; ++r) {
-    active += length[r];
-    running += active;
+    running += length[r];
     const int64_t window = static_cast<int64_t>(cuts.size());
     // Close the window once it holds its share of the tokens, leaving at least one row for each window after it.
     if (running * windows >= total * window && batch - (r + 1) >= windows - window) cuts.push_back(r + 1);
@@ -467,6 +476,124 @@ std::vector<int64_t> balanced_cuts(const PackedSteps& steps, int64_t batch, int6
   cuts.push_back(batch);
   return cuts;
 }
+
+// A thread takes over part of another's window only if that part has at least this many iterations left: the
+// few that two threads running at the same pace leave each other at the end are not worth the hand-over.
+// tl_core._C.set_take_over_iterations moves it (a very large value turns taking over off: side-by-side timings).
+std::atomic<int64_t> take_over_iterations{16};
+
+// Test hooks (tl_core._C.set_window_stall, window_take_overs): the thread running the window that holds row 0
+// sleeps this long (microseconds) before each of its iterations, as if the OS had descheduled it, so the others
+// must take its rows over; and how many times a thread has taken rows over.
+std::atomic<int64_t> window_stall_us{0};
+std::atomic<int64_t> window_take_overs{0};
+
+// The work one pass of the recurrence has left, row by row. Iteration i of a pass runs one step; a row of length
+// L is active at iterations [0, L) or, where the pass meets the row's steps in the other order (the forward pass
+// of the reverse direction, the backward pass of the forward one), at [T - L, T).
+class RowWork {
+ public:
+  RowWork(const PackedSteps& steps, bool active_late)
+      : length_(row_lengths(steps, steps.rows())), count_(steps.count()), late_(active_late) {}
+
+  // Iterations the rows [begin, end) have left from iteration `from` on, in all.
+  int64_t left(int64_t begin, int64_t end, int64_t from) const {
+    int64_t total = 0;
+    for (int64_t r = begin; r < end; ++r) total += left(r, from);
+    return total;
+  }
+
+  // Where to cut the rows [begin, end) so that the tail [cut, end) holds about half the work left from `from` on;
+  // -1 where either part would have fewer than kMinWindowRows rows or the tail fewer than take_over_iterations
+  // iterations left.
+  int64_t tail_cut(int64_t begin, int64_t end, int64_t from) const {
+    const int64_t total = left(begin, end, from);
+    int64_t tail = 0, cut = end;
+    while (cut > begin && 2 * tail < total) tail += left(--cut, from);
+    cut = std::min(cut, end - kMinWindowRows);
+    if (cut - begin < kMinWindowRows || left(cut, from) < take_over_iterations.load()) return -1;
+    return cut;
+  }
+
+ private:
+  int64_t left(int64_t row, int64_t from) const {
+    const int64_t first = late_ ? count_ - length_[row] : 0, last = late_ ? count_ : length_[row];
+    return std::max<int64_t>(0, last - std::max(first, from));
+  }
+
+  std::vector<int64_t> length_;
+  int64_t count_;
+  bool late_;
+};
+
+// A window whose tail another thread can take over while its owner runs it (layer.h's window interface). Its
+// state is one atomic word, (iterations claimed, end): the owner claims each iteration with the end it finds, and
+// a thread taking the tail over moves the end down from the first iteration not yet claimed, so the two cannot
+// cross. The rows change hands once the owner has finished the iteration it had claimed (their state is its
+// output).
+class SharedWindow {
+ public:
+  int64_t begin = 0, first = 0;
+
+  // Rows [rows_begin, rows_end) from iteration `from` on. Other threads see the window from the state's store on.
+  void open(int64_t rows_begin, int64_t rows_end, int64_t from) {
+    begin = rows_begin;
+    first = from;
+    finished_.store(from, std::memory_order_relaxed);
+    state_.store(pack(from, rows_end), std::memory_order_release);
+  }
+
+  int64_t claim(int64_t iteration) {
+    if (begin == 0) {
+      const int64_t stall = window_stall_us.load(std::memory_order_relaxed);
+      if (stall > 0) std::this_thread::sleep_for(std::chrono::microseconds(stall));
+    }
+    uint64_t state = state_.load(std::memory_order_relaxed);
+    while (!state_.compare_exchange_weak(state, pack(iteration + 1, end_of(state)), std::memory_order_acq_rel,
+                                         std::memory_order_relaxed)) {
+    }
+    return end_of(state);
+  }
+
+  void done(int64_t iteration) { finished_.store(iteration + 1, std::memory_order_release); }
+
+  // The work this window has left (none before it is opened).
+  int64_t work_left(const RowWork& work) const {
+    const uint64_t state = state_.load(std::memory_order_acquire);
+    return state == 0 ? 0 : work.left(begin, end_of(state), claimed_of(state));
+  }
+
+  // Moves the tail of this window into `into` (not yet opened), from the first iteration the owner has not
+  // claimed; false where too little is left to be worth it, or when `failed` says a thread has given up.
+  bool take_tail(const RowWork& work, SharedWindow& into, const std::atomic<bool>& failed) {
+    uint64_t state = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (state == 0) return false;
+      const int64_t from = claimed_of(state), end = end_of(state), cut = work.tail_cut(begin, end, from);
+      if (cut < 0) return false;
+      if (state_.compare_exchange_weak(state, pack(from, cut), std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        // The owner may still be running iteration from - 1 on these rows.
+        while (finished_.load(std::memory_order_acquire) < from) {
+          if (failed.load(std::memory_order_relaxed)) return false;
+          std::this_thread::yield();
+        }
+        into.open(cut, end, from);
+        return true;
+      }
+    }
+  }
+
+ private:
+  static uint64_t pack(int64_t claimed, int64_t end) {
+    return (static_cast<uint64_t>(claimed) << 32) | static_cast<uint64_t>(end);
+  }
+  static int64_t claimed_of(uint64_t state) { return static_cast<int64_t>(state >> 32); }
+  static int64_t end_of(uint64_t state) { return static_cast<int64_t>(state & 0xffffffffu); }
+
+  std::atomic<uint64_t> state_{0};  // 0: not opened (an open window's end is at least 1)
+  std::atomic<int64_t> finished_{0};
+};
 
 // The CPU's policy for layer.h. Each thread takes one window of rows and runs the whole recurrence for it: one
 // parallel region per layer call instead of one per step, so a thread that the OS deschedules (a shared machine)
@@ -499,19 +626,50 @@ struct CpuLayerCell {
     return grad_input;
   }
 
+  // One window per thread, each thread running every step of its own (see SharedWindow above for the hand-over
+  // of a busy thread's tail to an idle one); the whole batch as one window where that does not pay.
   template <typename T, typename F>
-  static void for_row_windows(const PackedSteps& steps, int64_t hidden, const F& fn) {
+  static void for_row_windows(const PackedSteps& steps, int64_t hidden, bool active_late, const F& fn) {
     const int64_t batch = steps.rows();
     const int64_t windows = std::min<int64_t>(at::get_num_threads(), batch / kMinWindowRows);
-    if (windows <= 1 || at::in_parallel_region() || !windows_per_thread<T>(hidden)) {
-      fn(0, batch);
+    if (windows <= 1 || at::in_parallel_region() || !windows_per_thread<T>(hidden) || batch > INT32_MAX ||
+        steps.count() >= INT32_MAX) {
+      FixedWindow window{0, batch};
+      fn(window);
       return;
     }
     const auto cuts = balanced_cuts(steps, batch, windows);
-    at::parallel_for(0, static_cast<int64_t>(cuts.size()) - 1, 1, [&](int64_t first, int64_t last) {
+    const RowWork work(steps, active_late);
+    // Every window leaves at least kMinWindowRows rows to each part it is cut into, and a thread that finds nothing
+    // worth taking stops: the windows ever opened stay below this.
+    const int64_t capacity = windows + at::get_num_threads() + 2 * batch / kMinWindowRows;
+    std::unique_ptr<SharedWindow[]> slots(new SharedWindow[capacity]);
+    for (int64_t w = 0; w < windows; ++w) slots[w].open(cuts[w], cuts[w + 1], 0);
+    std::atomic<int64_t> opened{windows};
+    std::atomic<bool> failed{false};
+    at::parallel_for(0, windows, 1, [&](int64_t first, int64_t last) {
       // Worker threads start with autograd's default thread state; nothing here is to be recorded.
       const at::AutoDispatchBelowADInplaceOrView below_autograd;
-      for (int64_t w = first; w < last; ++w) fn(cuts[w], cuts[w + 1]);
+      try {
+        for (int64_t w = first; w < last; ++w) fn(slots[w]);
+        // Then the tail of the window with the most work left, while one is worth taking.
+        for (;;) {
+          int64_t victim = -1, most = 0;
+          const int64_t count = std::min(opened.load(std::memory_order_acquire), capacity);
+          for (int64_t w = 0; w < count; ++w) {
+            const int64_t left = slots[w].work_left(work);
+            if (left > most) victim = w, most = left;
+          }
+          if (victim < 0) break;
+          const int64_t slot = opened.fetch_add(1, std::memory_order_acq_rel);
+          if (slot >= capacity || !slots[victim].take_tail(work, slots[slot], failed)) break;
+          window_take_overs.fetch_add(1, std::memory_order_relaxed);
+          fn(slots[slot]);
+        }
+      } catch (...) {
+        failed.store(true);  // a thread waiting for this one's rows must not wait for ever
+        throw;
+      }
     });
   }
 
@@ -750,6 +908,25 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "Largest W_hh (bytes) for which the CPU layer gives each thread a window of rows for the whole recurrence; "
       "above it the whole batch runs each step on every thread (large hidden sizes). Returns the previous limit.");
+  m.def(
+      "set_window_stall",
+      [](int64_t microseconds) {
+        TORCH_CHECK(microseconds >= 0, "set_window_stall: microseconds must be >= 0, got ", microseconds);
+        return tl_core::window_stall_us.exchange(microseconds);
+      },
+      "Test hook: the CPU thread running the window that holds row 0 sleeps this long before each step, as if "
+      "descheduled, so that the other threads take its rows over (0, the default: never). Returns the previous.");
+  m.def(
+      "set_take_over_iterations",
+      [](int64_t iterations) {
+        TORCH_CHECK(iterations >= 1, "set_take_over_iterations: iterations must be >= 1, got ", iterations);
+        return tl_core::take_over_iterations.exchange(iterations);
+      },
+      "Fewest steps a CPU thread that has finished its window of rows must find left in another's before it takes "
+      "that window's tail over (default 16; a very large value turns taking over off). Returns the previous value.");
+  m.def(
+      "window_take_overs", [] { return tl_core::window_take_overs.load(); },
+      "How many times a CPU thread has taken over the tail of another thread's window of rows (since the start).");
   m.def("cpu_kernel_isa", &tl_core::cpu_kernel_isa,
         "Instruction set the CPU kernels use on this machine: avx512, avx2 or baseline.");
 }

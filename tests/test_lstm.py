@@ -314,6 +314,46 @@ def test_whole_batch_steps_agree_with_thread_windows(dtype, cpu_threads, window_
         window_weight_limit(-1)
 
 
+@pytest.fixture
+def window_stall():
+    """Makes the CPU thread that runs the window holding row 0 sleep before each step (tl_core._C's test hook, as if
+    the OS had descheduled it); restored after."""
+    from tl_core import _C
+    yield from restoring(_C.set_window_stall, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("equal_lengths", [True, False])
+def test_a_stalled_threads_rows_are_taken_over_with_the_same_results(dtype, equal_lengths, cpu_threads,
+                                                                      window_stall):
+    """With 2 threads, the thread of row 0 stalls 300 us before every step: the other thread, done with its own
+    window, takes over the tail of the stalled one, in both directions and both passes, mid-recurrence (and again,
+    from the rows it took). Outputs and gradients agree with those of 1 thread and with nn.LSTM, for a batch of
+    equal lengths and for 37 rows of varied lengths."""
+    from tl_core import _C
+    reference, fused, input, hx, call = uneven_batch(dtype, hidden=24, steps=60, num_layers=2, seed=5)
+    if equal_lengths:
+        call = call_plain
+        fused.batch_first = reference.batch_first = False
+        input = input[:32].transpose(0, 1).contiguous()
+        hx = tuple(state[:, :32].contiguous() for state in hx)
+    cpu_threads(1)
+    alone = outputs_and_gradients(fused, input, hx, call)
+    cpu_threads(2)
+    window_stall(300)
+    taken_before = _C.window_take_overs()
+    shared = outputs_and_gradients(fused, input, hx, call)
+    # 2 layers x 2 directions x forward and backward: each of the 8 recurrences hands rows over at least once.
+    assert _C.window_take_overs() - taken_before >= 8
+    assert_all_close(shared, alone, dtype)
+    if dtype == torch.float64:  # float32's rounding differs from nn.LSTM's beyond 1e-5 over sums of 1,920 tokens
+        assert_all_close(shared, outputs_and_gradients(reference, input, hx, call), dtype)
+    with pytest.raises(RuntimeError, match="microseconds must be >= 0"):
+        window_stall(-1)
+    with pytest.raises(RuntimeError, match="iterations must be >= 1"):
+        _C.set_take_over_iterations(0)
+
+
 @pytest.mark.parametrize("batch_sizes,windows,expected", [
     ([8] * 5, 2, [0, 4, 8]),               # equal lengths: equal rows
     ([9] * 4, 2, [0, 5, 9]),               # odd batch: the first window takes the extra row

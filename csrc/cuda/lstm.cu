@@ -172,8 +172,9 @@ struct CudaLayerCell {
 
   // The whole batch is one window: each step is parallel on the device, the loop over steps stays on the host.
   template <typename T, typename F>
-  static void for_row_windows(const PackedSteps& steps, int64_t /*hidden*/, const F& fn) {
-    fn(0, steps.rows());
+  static void for_row_windows(const PackedSteps& steps, int64_t /*hidden*/, bool /*active_late*/, const F& fn) {
+    FixedWindow window{0, steps.rows()};
+    fn(window);
   }
 
   template <typename T>
