@@ -106,6 +106,29 @@ def test_committed_results_are_valid(tmp_path):
         assert benchmark.format_table(result)
 
 
+def test_committed_results_newest_first_by_date_then_time_of_day(tmp_path, monkeypatch):
+    """Two machines' runs of one day: the one that records the later time of day comes first, whatever the names."""
+    import json
+    runs = {"lstm-cpu-2026-12-04-amd-epyc-2c.json": {"date": "2026-12-04"},
+            "lstm-cpu-2026-12-05-amd-epyc-2c.json": {"date": "2026-12-05"},
+            "lstm-cpu-2026-12-05-amd-epyc-2c-avx2.json": {"date": "2026-12-05", "time": "06:33:00 UTC"},
+            "lstm-cuda-2026-12-06-nvidia-h200.json": {"date": "2026-12-06"}}
+    for name, result in runs.items():
+        (tmp_path / name).write_text(json.dumps(result))
+    monkeypatch.setattr(benchmark, "results_dir", lambda: tmp_path)
+    assert [path.name for path, _ in benchmark.committed_results("cpu")] == [
+        "lstm-cpu-2026-12-05-amd-epyc-2c-avx2.json", "lstm-cpu-2026-12-05-amd-epyc-2c.json",
+        "lstm-cpu-2026-12-04-amd-epyc-2c.json"]
+
+
+def test_a_cpus_file_name_carries_its_kernels_instruction_set():
+    machine = {"cpu": "AMD EPYC", "cpu_cores": 2}
+    assert benchmark.machine_slug(machine) == "amd-epyc-2c"
+    assert benchmark.machine_slug({**machine, "cpu_kernel_isa": "avx2"}) == "amd-epyc-2c-avx2"
+    assert benchmark.machine_slug({**machine, "cpu_kernel_isa": "avx512"}) == "amd-epyc-2c-avx512"
+    assert benchmark.machine_slug({"gpu": "NVIDIA H200", "cpu": "x", "cpu_cores": 16}) == "nvidia-h200"
+
+
 def test_lm_shapes_are_in_the_table_but_not_timed_by_default():
     assert benchmark.SHAPES["lm"] == benchmark.BenchmarkShape("lm", 64, 70, 400, 1150)
     assert benchmark.SHAPES["lm_quick"] == benchmark.BenchmarkShape("lm_quick", 64, 70, 128, 128)

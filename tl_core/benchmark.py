@@ -321,11 +321,12 @@ def results_dir() -> Path:
 
 
 def committed_results(device: str) -> list[tuple[Path, dict]]:
-    """The results under benchmarks/results/ for ``device`` ("cpu" or "cuda"), newest date first."""
+    """The results under benchmarks/results/ for ``device`` ("cpu" or "cuda"), newest first: by date, then by the
+    time of day where the result records one (two machines' runs of the same day), then by name."""
     from .artifacts import read_json
 
-    files = sorted(results_dir().glob(f"lstm-{device}-*.json"), reverse=True)
-    return [(path, read_json(path)) for path in files]
+    results = [(path, read_json(path)) for path in results_dir().glob(f"lstm-{device}-*.json")]
+    return sorted(results, key=lambda item: (item[1]["date"], item[1].get("time", ""), item[0].name), reverse=True)
 
 
 def machine_description(device: torch.device) -> dict:
@@ -358,13 +359,17 @@ def machine_description(device: torch.device) -> dict:
 
 
 def machine_slug(machine: dict) -> str:
-    """Short name of the machine for result file names: e.g. amd-epyc-2c, nvidia-h200."""
+    """Short name of the machine for result file names: e.g. amd-epyc-2c-avx2, nvidia-h200. A CPU's name carries
+    the instruction set of the extension's kernels, where recorded: machines sold under one name differ in it."""
     name = machine.get("gpu") or machine["cpu"]
     words = re.findall(r"[a-z0-9]+", name.lower())
     words = [w for w in words if w not in {"processor", "core", "cpu", "with", "radeon", "graphics", "tm", "r"}
              and not re.fullmatch(r"\d+", w)][:3]
     slug = "-".join(words) or "machine"
-    return slug if machine.get("gpu") else f"{slug}-{machine['cpu_cores']}c"
+    if machine.get("gpu"):
+        return slug
+    isa = machine.get("cpu_kernel_isa")
+    return f"{slug}-{machine['cpu_cores']}c" + (f"-{isa}" if isa in ("avx512", "avx2") else "")
 
 
 def result_file_name(result: dict) -> str:
@@ -400,9 +405,11 @@ def run_benchmark(shape_names: list[str] | None = None, device: str = "cpu", rep
 
 
 def _run_benchmark(shape_names, device, repeats, warmup, data_dir, imdb_lengths, log, sgemm_size, busy) -> dict:
+    started = datetime.datetime.now(datetime.timezone.utc)
     result = {
         "benchmark": "lstm",
-        "date": datetime.date.today().isoformat(),
+        "date": started.date().isoformat(),
+        "time": started.strftime("%H:%M:%S UTC"),
         "device": device.type,
         "machine": machine_description(device),
         "repeats": repeats,
