@@ -831,6 +831,23 @@ int kind_index(const char* setting, const std::string& kind, const char* const (
 
 }  // namespace tl_core
 
+namespace {
+
+// A Python setter for one of the CPU layer's atomic settings: refuses a value below `minimum` with a message naming
+// the setter and the unit, sets it, and returns the previous value.
+void def_setting(pybind11::module& m, const char* name, std::atomic<int64_t>& setting, const char* unit,
+                 int64_t minimum, const char* doc) {
+  m.def(
+      name,
+      [name, unit, minimum, &setting](int64_t value) {
+        TORCH_CHECK(value >= minimum, name, ": ", unit, " must be >= ", minimum, ", got ", value);
+        return setting.exchange(value);
+      },
+      doc);
+}
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "tl_core's fused LSTM kernels. Importing this module registers the torch.ops.tl_core ops.";
 #ifdef WITH_CUDA
@@ -900,30 +917,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "The row boundaries [0, ..., batch] the CPU layer cuts a packed batch into for `windows` threads (about equal "
       "tokens each); for tests and the curious.");
-  m.def(
-      "set_window_weight_limit",
-      [](int64_t bytes) {
-        TORCH_CHECK(bytes >= 0, "set_window_weight_limit: bytes must be >= 0, got ", bytes);
-        return tl_core::window_weight_limit.exchange(bytes);
-      },
-      "Largest W_hh (bytes) for which the CPU layer gives each thread a window of rows for the whole recurrence; "
-      "above it the whole batch runs each step on every thread (large hidden sizes). Returns the previous limit.");
-  m.def(
-      "set_window_stall",
-      [](int64_t microseconds) {
-        TORCH_CHECK(microseconds >= 0, "set_window_stall: microseconds must be >= 0, got ", microseconds);
-        return tl_core::window_stall_us.exchange(microseconds);
-      },
-      "Test hook: the CPU thread running the window that holds row 0 sleeps this long before each step, as if "
-      "descheduled, so that the other threads take its rows over (0, the default: never). Returns the previous.");
-  m.def(
-      "set_take_over_iterations",
-      [](int64_t iterations) {
-        TORCH_CHECK(iterations >= 1, "set_take_over_iterations: iterations must be >= 1, got ", iterations);
-        return tl_core::take_over_iterations.exchange(iterations);
-      },
-      "Fewest steps a CPU thread that has finished its window of rows must find left in another's before it takes "
-      "that window's tail over (default 16; a very large value turns taking over off). Returns the previous value.");
+  def_setting(m, "set_window_weight_limit", tl_core::window_weight_limit, "bytes", 0,
+              "Largest W_hh (bytes) for which the CPU layer gives each thread a window of rows for the whole "
+              "recurrence; above it the whole batch runs each step on every thread (large hidden sizes). Returns the "
+              "previous limit.");
+  def_setting(m, "set_window_stall", tl_core::window_stall_us, "microseconds", 0,
+              "Test hook: the CPU thread running the window that holds row 0 sleeps this long before each step, as "
+              "if descheduled, so that the other threads take its rows over (0, the default: never). Returns the "
+              "previous value.");
+  def_setting(m, "set_take_over_iterations", tl_core::take_over_iterations, "iterations", 1,
+              "Fewest steps a CPU thread that has finished its window of rows must find left in another's before it "
+              "takes that window's tail over (default 16; a very large value turns taking over off). Returns the "
+              "previous value.");
   m.def(
       "window_take_overs", [] { return tl_core::window_take_overs.load(); },
       "How many times a CPU thread has taken over the tail of another thread's window of rows (since the start).");
