@@ -461,8 +461,9 @@ std::vector<int64_t> row_lengths(const PackedSteps& steps, int64_t batch) {
 
 // Cuts the rows [0, batch) into `windows` consecutive windows of about equal work: a row's work is its length in
 // steps (rows are sorted by decreasing length, so equal row counts would leave the first window the longest).
-std::vector<int64_t> balanced_cuts(const PackedSteps& steps, int64_t batch, int64_t windows) {
-  const auto length = row_lengths(steps, batch);
+// `length` is row_lengths' (one per row of the batch).
+std::vector<int64_t> balanced_cuts(const std::vector<int64_t>& length, int64_t windows) {
+  const auto batch = static_cast<int64_t>(length.size());
   int64_t total = 0;
   for (const int64_t l : length) total += l;
   std::vector<int64_t> cuts{0};
@@ -495,6 +496,9 @@ class RowWork {
  public:
   RowWork(const PackedSteps& steps, bool active_late)
       : length_(row_lengths(steps, steps.rows())), count_(steps.count()), late_(active_late) {}
+
+  // Each row's length in steps (row_lengths).
+  const std::vector<int64_t>& lengths() const { return length_; }
 
   // Iterations the rows [begin, end) have left from iteration `from` on, in all.
   int64_t left(int64_t begin, int64_t end, int64_t from) const {
@@ -638,8 +642,8 @@ struct CpuLayerCell {
       fn(window);
       return;
     }
-    const auto cuts = balanced_cuts(steps, batch, windows);
     const RowWork work(steps, active_late);
+    const auto cuts = balanced_cuts(work.lengths(), windows);
     // Every window leaves at least kMinWindowRows rows to each part it is cut into, and a thread that finds nothing
     // worth taking stops: the windows ever opened stay below this.
     const int64_t capacity = windows + at::get_num_threads() + 2 * batch / kMinWindowRows;
@@ -913,7 +917,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         TORCH_CHECK(windows >= 1, "row_windows: windows must be >= 1, got ", windows);
         const tl_core::PackedSteps steps(batch_sizes, batch_sizes.sum().item<int64_t>(),
                                          batch_sizes.numel() > 0 ? batch_sizes[0].item<int64_t>() : 0);
-        return tl_core::balanced_cuts(steps, steps.rows(), std::min(windows, std::max<int64_t>(steps.rows(), 1)));
+        return tl_core::balanced_cuts(tl_core::row_lengths(steps, steps.rows()),
+                                      std::min(windows, std::max<int64_t>(steps.rows(), 1)));
       },
       "The row boundaries [0, ..., batch] the CPU layer cuts a packed batch into for `windows` threads (about equal "
       "tokens each); for tests and the curious.");

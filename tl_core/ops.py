@@ -251,8 +251,9 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_size
                               hidden_prev, reverse):
     _check_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, c0, w_ih, w_hh, gates_act, cells,
                           hidden_prev)
-    return (input.new_empty(input.shape), c0.new_empty(c0.shape), c0.new_empty(c0.shape), w_ih.new_empty(w_ih.shape),
-            w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hh.shape[0]))
+    # The weight gradients come back as transposed views (csrc/layer.h computes them as (x^T d_gates)^T).
+    return (input.new_empty(input.shape), c0.new_empty(c0.shape), c0.new_empty(c0.shape),
+            w_ih.new_empty(w_ih.shape[::-1]).t(), w_hh.new_empty(w_hh.shape[::-1]).t(), w_hh.new_empty(w_hh.shape[0]))
 
 
 def _lstm_layer_setup_context(ctx, inputs, output):
