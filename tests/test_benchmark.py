@@ -106,19 +106,22 @@ def test_committed_results_are_valid(tmp_path):
         assert benchmark.format_table(result)
 
 
-def test_committed_results_newest_first_by_date_then_time_of_day(tmp_path, monkeypatch):
-    """Two machines' runs of one day: the one that records the later time of day comes first, whatever the names."""
+def test_committed_results_newest_first_by_date_then_idle_then_time_of_day(tmp_path, monkeypatch):
+    """Two machines' runs of one day: the one that records the later time of day comes first, whatever the names;
+    a later run with a busy process beside it comes after the day's idle runs, and before an older day's."""
     import json
     runs = {"lstm-cpu-2026-12-04-amd-epyc-2c.json": {"date": "2026-12-04"},
-            "lstm-cpu-2026-12-05-amd-epyc-2c.json": {"date": "2026-12-05"},
-            "lstm-cpu-2026-12-05-amd-epyc-2c-avx2.json": {"date": "2026-12-05", "time": "06:33:00 UTC"},
+            "lstm-cpu-2026-12-05-amd-epyc-2c.json": {"date": "2026-12-05", "busy": 0},
+            "lstm-cpu-2026-12-05-amd-epyc-2c-avx2.json": {"date": "2026-12-05", "time": "06:33:00 UTC", "busy": 0},
+            "lstm-cpu-2026-12-05-amd-epyc-2c-avx2-busy1.json": {"date": "2026-12-05", "time": "07:10:00 UTC",
+                                                                "busy": 1},
             "lstm-cuda-2026-12-06-nvidia-h200.json": {"date": "2026-12-06"}}
     for name, result in runs.items():
         (tmp_path / name).write_text(json.dumps(result))
     monkeypatch.setattr(benchmark, "results_dir", lambda: tmp_path)
     assert [path.name for path, _ in benchmark.committed_results("cpu")] == [
         "lstm-cpu-2026-12-05-amd-epyc-2c-avx2.json", "lstm-cpu-2026-12-05-amd-epyc-2c.json",
-        "lstm-cpu-2026-12-04-amd-epyc-2c.json"]
+        "lstm-cpu-2026-12-05-amd-epyc-2c-avx2-busy1.json", "lstm-cpu-2026-12-04-amd-epyc-2c.json"]
 
 
 def test_a_cpus_file_name_carries_its_kernels_instruction_set():

@@ -321,12 +321,15 @@ def results_dir() -> Path:
 
 
 def committed_results(device: str) -> list[tuple[Path, dict]]:
-    """The results under benchmarks/results/ for ``device`` ("cpu" or "cuda"), newest first: by date, then by the
-    time of day where the result records one (two machines' runs of the same day), then by name."""
+    """The results under benchmarks/results/ for ``device`` ("cpu" or "cuda"), newest first: by date; within a day
+    the runs on an idle machine before those with busy processes beside them (``--busy``: one shape, a robustness
+    check, not the table to read first), then by the time of day where the result records one (two machines' runs of
+    the same day), then by name."""
     from .artifacts import read_json
 
     results = [(path, read_json(path)) for path in results_dir().glob(f"lstm-{device}-*.json")]
-    return sorted(results, key=lambda item: (item[1]["date"], item[1].get("time", ""), item[0].name), reverse=True)
+    return sorted(results, key=lambda item: (item[1]["date"], not item[1].get("busy", 0), item[1].get("time", ""),
+                                             item[0].name), reverse=True)
 
 
 def machine_description(device: torch.device) -> dict:
