@@ -93,6 +93,26 @@ def test_targets_compare_forward_backward_ratios():
     assert not targets["tutorial: FusedLSTM / LSTMCell loop"]["met"]  # 0.625 > 1 / 1.8
 
 
+def test_a_limit_below_the_reference_share_of_sgemm_is_reported_out_of_reach():
+    """nn.LSTM at 86 % of sgemm (lm, as measured): FusedLSTM does the same GEMM work, so at the sgemm rate it would
+    take 0.86 of nn.LSTM's time; a limit of 0.8 needs 107 % of sgemm. At 42 % (0.8 needs 53 %) nothing is said."""
+    def rows(shape, fused_share, reference_share):
+        return [{"shape": shape, "variant": "fused", "mode": "forward_backward", "median_ms": 100.0,
+                 "fraction_of_sgemm": fused_share},
+                {"shape": shape, "variant": "nn_lstm", "mode": "forward_backward",
+                 "median_ms": 100.0 * fused_share / reference_share, "fraction_of_sgemm": reference_share}]
+
+    result = {"device": "cpu", "results": rows("lm", 0.774, 0.858) + rows("tutorial", 0.64, 0.42)}
+    targets = {t["target"]: t for t in benchmark.evaluate_targets(result)}
+    assert targets["lm: FusedLSTM / nn.LSTM"]["ratio_at_sgemm_rate"] == pytest.approx(0.858)
+    assert targets["lm: FusedLSTM / nn.LSTM"]["ratio"] == pytest.approx(0.858 / 0.774)  # 1.11, as measured
+    assert not targets["lm: FusedLSTM / nn.LSTM"]["met"]
+    assert targets["tutorial: FusedLSTM / nn.LSTM"]["met"]  # 0.66, as measured
+    (sentence,) = benchmark.out_of_reach(result)
+    assert sentence.startswith("lm: FusedLSTM / nn.LSTM") and "86% of this run's sgemm" in sentence
+    assert "would need FusedLSTM at 107% of it" in sentence
+
+
 def test_unknown_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown shape\(s\) \['huge'\]"):
         benchmark.run_benchmark(["huge"], "cpu", log=lambda message: None)

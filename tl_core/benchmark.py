@@ -471,15 +471,23 @@ def _summary(lengths: list[int]) -> dict:
             "share_over_400": sum(length > 400 for length in ordered) / len(ordered)}
 
 
+def _row(result: dict, shape: str, variant: str, mode: str = "forward_backward") -> dict | None:
+    return next((row for row in result["results"] if (row["shape"], row["variant"], row["mode"]) ==
+                 (shape, variant, mode)), None)
+
+
 def median_ms(result: dict, shape: str, variant: str, mode: str = "forward_backward") -> float | None:
-    for row in result["results"]:
-        if (row["shape"], row["variant"], row["mode"]) == (shape, variant, mode):
-            return row["median_ms"]
-    return None
+    row = _row(result, shape, variant, mode)
+    return None if row is None else row["median_ms"]
 
 
 def evaluate_targets(result: dict) -> list[dict]:
-    """Each target of the device whose shapes were measured: the ratio, the limit, and whether it is met."""
+    """Each target of the device whose shapes were measured: the ratio, the limit, and whether it is met.
+
+    Where the run measured the reference's share of sgemm, a target also gets ``ratio_at_sgemm_rate``: the ratio
+    FusedLSTM would reach if it ran every FLOP of the shape at this run's sgemm rate (both do the same GEMM work, so
+    that ratio is the reference's share of sgemm). A limit below it asks FusedLSTM to beat the machine's own
+    matrix product: see :func:`out_of_reach`."""
     targets = CUDA_TARGETS if result["device"] == "cuda" else CPU_TARGETS
     evaluated = []
     for name, shape, variant, reference, limit in targets:
@@ -487,8 +495,28 @@ def evaluate_targets(result: dict) -> list[dict]:
         if mine is None or theirs is None:
             continue
         ratio = mine / theirs
-        evaluated.append({"target": name, "ratio": ratio, "limit": limit, "met": ratio <= limit})
+        record = {"target": name, "ratio": ratio, "limit": limit, "met": ratio <= limit}
+        share = _row(result, shape, reference).get("fraction_of_sgemm")
+        if share is not None:
+            record["ratio_at_sgemm_rate"] = share
+        evaluated.append(record)
     return evaluated
+
+
+def out_of_reach(result: dict) -> list[str]:
+    """One sentence per target whose limit lies below the ratio FusedLSTM would reach at this run's sgemm rate: the
+    reference already runs closer to the machine's GEMM speed than the limit leaves room for (the sgemm rate is a
+    measurement, not a hard ceiling: a well-blocked kernel can pass it by a little, so read it as a bound within
+    the run's noise)."""
+    sentences = []
+    for target in evaluate_targets(result):
+        floor = target.get("ratio_at_sgemm_rate")
+        if floor is not None and target["limit"] < floor:
+            sentences.append(f"{target['target']}: the reference runs at {100 * floor:.0f}% of this run's sgemm "
+                             f"rate, so a ratio of {target['limit']:.2f} would need FusedLSTM at "
+                             f"{100 * floor / target['limit']:.0f}% of it, faster than the machine's own large "
+                             f"matrix product")
+    return sentences
 
 
 # ---- presentation ---------------------------------------------------------------------------------------------
@@ -509,8 +537,7 @@ def format_table(result: dict) -> str:
     for shape in result["shapes"]:
         fused_ms = median_ms(result, shape, "fused")
         for variant in VARIANTS:
-            both = next((r for r in result["results"] if (r["shape"], r["variant"], r["mode"]) ==
-                         (shape, variant, "forward_backward")), None)
+            both = _row(result, shape, variant)
             if both is None:
                 continue
             forward = median_ms(result, shape, variant, "forward")
@@ -614,5 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output) if args.output else folder / result_file_name(result)
     write_json(output, result)
     print(format_table(result))
+    for sentence in out_of_reach(result):
+        print(f"note: {sentence}")
     print(f"wrote {output}")
     return 0
