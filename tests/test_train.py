@@ -77,6 +77,42 @@ def test_best_epoch_is_kept_and_early_stopping():
     assert history.stopped_early and len(history.epochs) == 2 and history.best_epoch == 1 and saved == [1]
 
 
+class DivergeAt(train.ClassifierObjective):
+    """The classifier's objective; from its `step`-th batch on, the loss is nan ("loss") or stays finite while its
+    gradient is infinite ("gradient": sqrt at 0 of a term worth 0 with the head's bias in it)."""
+
+    def __init__(self, step, where):
+        super().__init__()
+        self.step, self.where, self.calls = step, where, 0
+
+    def batch_loss(self, model, batch, device):
+        loss, examples, tokens = super().batch_loss(model, batch, device)
+        self.calls += 1
+        if self.calls >= self.step:
+            if self.where == "loss":
+                loss = loss * float("nan")
+            else:
+                bias = model.head.bias
+                loss = loss + torch.sqrt((bias - bias.detach()).sum())
+        return loss, examples, tokens
+
+
+@pytest.mark.parametrize("where, message", [("loss", "the training loss is nan"),
+                                            ("gradient", "the gradient norm is (inf|nan)")])
+def test_a_diverged_step_is_a_clear_error_and_is_not_taken(where, message):
+    train.seed_everything(0)
+    model = SentimentLSTM(ModelConfig(vocab_size=len(VOCAB), embedding_dim=8, hidden_size=8, lstm_backend="torch"))
+    data = loader(*synthetic_reviews(128, 1))  # 4 batches an epoch
+    epochs = []
+    config = train.TrainConfig(epochs=3, lr=1e-2, progress=False, device="cpu")
+    with pytest.raises(FloatingPointError, match=message + r" at epoch 2, step 6: training diverged.*Lower the "
+                                                           r"learning rate"):
+        train.fit(model, data, data, config, objective=DivergeAt(6, where),
+                  on_epoch_start=lambda epoch, m: epochs.append(epoch))
+    assert epochs == [1, 2]
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step did not move the weights
+
+
 def test_binary_metrics():
     metrics = train.binary_metrics(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1]))
     assert metrics["confusion"] == [[1, 1], [1, 2]]

@@ -230,6 +230,14 @@ class ClassifierObjective(Objective):
         return f"validation loss {validation['loss']:.4f}, accuracy {100 * validation['accuracy']:.2f}%"
 
 
+def _diverged(title: str, what: str, value: float, epoch: int, step: int, config: TrainConfig) -> FloatingPointError:
+    """The error :func:`fit` raises when a step's loss or gradient is not a finite number: the step is not taken."""
+    return FloatingPointError(
+        f"{title}: the {what} is {value} at epoch {epoch}, step {step}: training diverged, and this step was not "
+        f"taken. Lower the learning rate (lr; with discriminative rates a larger decay lowers the lower groups') "
+        f"and train again{'' if config.grad_clip > 0 else ', with gradient clipping on (grad_clip, now 0)'}.")
+
+
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: TrainConfig, *,
         param_groups: list[dict[str, Any]] | None = None,
         on_epoch_start: Callable[[int, nn.Module], None] | None = None,
@@ -245,6 +253,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     ``objective``: what a batch's loss is and how validation scores (default: :class:`ClassifierObjective`; the
     language model passes :class:`tl_core.lm.LanguageModelObjective`). ``model`` may be wrapped in
     ``DistributedDataParallel``: each process then trains on its own shard and the gradients are averaged.
+    A step whose loss or gradient norm is not a finite number stops training with a ``FloatingPointError`` before
+    the optimizer moves (a diverged run is an error, not a model at chance level).
     """
     from tqdm.std import tqdm
 
@@ -282,12 +292,19 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
                 group["lr"] = group["base_lr"] * multiplier
             optimizer.zero_grad(set_to_none=True)
             loss, examples, tokens = objective.batch_loss(model, batch, device)
+            batch_loss = loss.item()
+            if not math.isfinite(batch_loss):
+                bar.close()
+                raise _diverged(title, "training loss", batch_loss, epoch, step + 1, config)
             loss.backward()
             if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], config.grad_clip)
+                norm = nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                                config.grad_clip).item()
+                if not math.isfinite(norm):
+                    bar.close()
+                    raise _diverged(title, "gradient norm", norm, epoch, step + 1, config)
             optimizer.step()
             step += 1
-            batch_loss = loss.item()
             history.step_losses.append(batch_loss)
             history.step_lrs.append(optimizer.param_groups[-1]["lr"])
             total_loss += batch_loss * examples
