@@ -491,12 +491,12 @@ def evaluate_targets(result: dict) -> list[dict]:
     targets = CUDA_TARGETS if result["device"] == "cuda" else CPU_TARGETS
     evaluated = []
     for name, shape, variant, reference, limit in targets:
-        mine, theirs = median_ms(result, shape, variant), median_ms(result, shape, reference)
+        mine, theirs = _row(result, shape, variant), _row(result, shape, reference)
         if mine is None or theirs is None:
             continue
-        ratio = mine / theirs
+        ratio = mine["median_ms"] / theirs["median_ms"]
         record = {"target": name, "ratio": ratio, "limit": limit, "met": ratio <= limit}
-        share = _row(result, shape, reference).get("fraction_of_sgemm")
+        share = theirs.get("fraction_of_sgemm")
         if share is not None:
             record["ratio_at_sgemm_rate"] = share
         evaluated.append(record)
