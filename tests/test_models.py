@@ -68,6 +68,52 @@ def test_packed_pooling_equals_masked_pooling_of_the_padded_output(backend, laye
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pooling", ["last", "concat"])
+def test_reading_in_pieces_gives_the_same_features(backend, pooling):
+    """With bptt, a review is read in pieces, each starting from the state the last one ended in: the forward pass
+    (and so the features) are those of reading it whole, for reviews that end in the first, a middle, or the last
+    piece, or exactly on a piece's edge."""
+    whole = make_model(backend, pooling, num_layers=2, bidirectional=False)
+    pieces = make_model(backend, pooling, num_layers=2, bidirectional=False, bptt=4)
+    pieces.load_state_dict(whole.state_dict())
+    tokens, lengths = padded([[1, 2, 3], list(range(1, 13)), [4, 5, 6, 7, 8, 9, 10], [11], [9, 8, 7, 6]], 13)
+    torch.testing.assert_close(pieces.encode(tokens, lengths), whole.encode(tokens, lengths), atol=1e-6, rtol=1e-5)
+
+
+def test_the_padded_backend_reads_in_pieces_too():
+    """nn.LSTM over the padded batch (section 6 of notebook 05 compares it) takes the carried state as well: on
+    reviews without padding, pieces and whole agree."""
+    whole = make_model("torch_padded", num_layers=2, bidirectional=False)
+    pieces = make_model("torch_padded", num_layers=2, bidirectional=False, bptt=5)
+    pieces.load_state_dict(whole.state_dict())
+    tokens = torch.randint(1, 30, (3, 12), generator=torch.Generator().manual_seed(0))
+    lengths = torch.full((3,), 12)
+    torch.testing.assert_close(pieces.encode(tokens, lengths), whole.encode(tokens, lengths), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reading_in_pieces_stops_the_gradient_at_the_pieces_edge(backend):
+    """BPT3C: the final state's gradient reaches the words of the last piece only, while reading the review whole
+    it reaches every word; the concat pooling still sends gradient to every word (its max and mean see them all)."""
+    review = list(range(1, 11))  # ten distinct words: pieces of 4 are words 1-4, 5-8 and 9-10
+    grads = {}
+    for bptt, pooling in ((0, "last"), (4, "last"), (4, "concat")):
+        model = make_model(backend, pooling, bidirectional=False, bptt=bptt)
+        model.encode(*padded([review, [3, 2]], 10)).sum().backward()
+        grads[bptt, pooling] = model.embedding.weight.grad.abs().sum(dim=1)
+    assert bool((grads[0, "last"][1:11] > 0).all())
+    assert bool((grads[4, "last"][5:9] == 0).all()) and bool((grads[4, "last"][9:11] > 0).all())
+    assert bool((grads[4, "concat"][1:11] > 0).all())
+
+
+def test_bptt_is_checked():
+    with pytest.raises(ValueError, match="bptt must be a non-negative integer"):
+        ModelConfig(vocab_size=30, bidirectional=False, bptt=-1)
+    with pytest.raises(ValueError, match="bptt .* needs bidirectional=False"):
+        ModelConfig(vocab_size=30, bidirectional=True, bptt=70)
+
+
 @pytest.mark.parametrize("backend", BACKENDS + ["torch_padded"])
 def test_lengths_outside_the_padded_batch_are_refused(backend):
     model = make_model(backend)
