@@ -113,6 +113,64 @@ def test_a_diverged_step_is_a_clear_error_and_is_not_taken(where, message):
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step did not move the weights
 
 
+DIVERGING_RANK = """
+import torch, torch.distributed as dist
+from torch import nn
+from tl_core import train
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+model = nn.parallel.DistributedDataParallel(nn.Linear(4, 1))
+batches = [(torch.randn(8, 4), torch.randn(8)) for _ in range(4)]
+
+
+class Objective(train.ClassifierObjective):
+    calls = 0
+
+    def batch_loss(self, model, batch, device):
+        Objective.calls += 1
+        loss = nn.functional.mse_loss(model(batch[0]).squeeze(-1), batch[1])
+        if rank == 1 and Objective.calls == 3:
+            loss = loss * float("nan")  # only this process sees a nan
+        return loss, len(batch[1]), 0
+
+    def validate(self, model, loader, device):
+        return {"loss": 0.0, "accuracy": 0.0, "f1": 0.0}
+
+
+try:
+    train.fit(model, batches, batches, train.TrainConfig(epochs=2, lr=1e-2, progress=False, device="cpu"),
+              objective=Objective())
+except FloatingPointError as error:
+    print(f"rank {rank} stopped: {error}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_process_stops_every_process(tmp_path):
+    """Under torchrun, a nan loss on one process stops all of them at the same step, each with the error: none is
+    left waiting in the gradients' all-reduce for a process that has already stopped."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    script = tmp_path / "diverge.py"
+    script.write_text(DIVERGING_RANK, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(train.__file__).parents[1])}
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "rank 1 stopped: training: the training loss is nan at epoch 1, step 3" in result.stdout
+    assert ("rank 0 stopped: training: the training loss is not finite on another process at epoch 1, step 3"
+            in result.stdout)
+
+
 def test_binary_metrics():
     metrics = train.binary_metrics(np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1]))
     assert metrics["confusion"] == [[1, 1], [1, 2]]

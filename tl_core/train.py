@@ -232,10 +232,24 @@ class ClassifierObjective(Objective):
 
 def _diverged(title: str, what: str, value: float, epoch: int, step: int, config: TrainConfig) -> FloatingPointError:
     """The error :func:`fit` raises when a step's loss or gradient is not a finite number: the step is not taken."""
+    where = f"is {value}" if not math.isfinite(value) else "is not finite on another process"
     return FloatingPointError(
-        f"{title}: the {what} is {value} at epoch {epoch}, step {step}: training diverged, and this step was not "
+        f"{title}: the {what} {where} at epoch {epoch}, step {step}: training diverged, and this step was not "
         f"taken. Lower the learning rate (lr; with discriminative rates a larger decay lowers the lower groups') "
         f"and train again{'' if config.grad_clip > 0 else ', with gradient clipping on (grad_clip, now 0)'}.")
+
+
+def _finite_on_every_process(value: float, device: torch.device) -> bool:
+    """Whether ``value`` is finite here and, under ``torch.distributed``, on every other process too: all of them
+    must stop at the same step, or those that go on wait for the others in the gradients' all-reduce. (A gradient
+    norm needs no such check: it is taken after the all-reduce, so it is the same everywhere.)"""
+    finite = math.isfinite(value)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        flag = torch.tensor([0.0 if finite else 1.0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        finite = bool(flag.item() == 0.0)
+    return finite
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: TrainConfig, *,
@@ -293,7 +307,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             optimizer.zero_grad(set_to_none=True)
             loss, examples, tokens = objective.batch_loss(model, batch, device)
             batch_loss = loss.item()
-            if not math.isfinite(batch_loss):
+            if not _finite_on_every_process(batch_loss, loss.device):
                 bar.close()
                 raise _diverged(title, "training loss", batch_loss, epoch, step + 1, config)
             loss.backward()
