@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from tl_core import execution, report, run
 from tl_core.course import execution_problem, load_profile
@@ -214,6 +215,16 @@ def test_source(smoke_run):
     assert source["loss_curve_max_difference"] < 1e-3, "FusedLSTM and nn.LSTM (packed) train the same model"
     assert source["tokens_per_second_fused"] > 0
     assert (smoke_run["dir"] / "source_model.pt").stat().st_size > 0
+    recipe = source["train_config"]
+    assert (recipe["gradual"], recipe["body_lr"], recipe["lr_decay"]) == (
+        SMOKE["source_gradual"], SMOKE["source_body_lr"], SMOKE["source_lr_decay"])
+    assert source["model_config"]["bptt"] == SMOKE["bptt"]
+    classifier = torch.load(smoke_run["dir"] / "source_model.pt", weights_only=True)["state_dict"]
+    language_model = torch.load(smoke_run["dir"] / "language_model.pt", weights_only=True)["state_dict"]
+    lstm = [name for name in classifier if name.startswith("lstm.")]
+    assert lstm and all(torch.equal(classifier[name], language_model[name]) for name in lstm), (
+        "gradual unfreezing: in its one epoch only the head of the classifier from the language model trains")
+    assert source["init"] == "language_model"
 
 
 def strategies_of(stem):

@@ -113,6 +113,11 @@ def test_discriminative_learning_rates(source, word2vec):
     assert [g["lr"] for g in groups] == pytest.approx([1e-2 / 2.6 ** 3, 1e-2 / 2.6 ** 2, 1e-2 / 2.6, 1e-2])
     flat = transfer.discriminative_groups(model, lr=1e-2, lr_decay=1.0)
     assert all(g["lr"] == 1e-2 for g in flat)
+    slow_body = transfer.discriminative_groups(model, lr=2e-3, lr_decay=2.0, body_lr=2e-4)
+    assert [g["lr"] for g in slow_body] == pytest.approx([5e-5, 1e-4, 2e-4, 2e-3])
+    assert sum(len(g["params"]) for g in slow_body) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="positive"):
+        transfer.discriminative_groups(model, lr=2e-3, lr_decay=2.0, body_lr=0.0)
 
 
 def test_gradual_uses_stlr_and_others_their_schedule(source, word2vec):

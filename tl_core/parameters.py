@@ -263,6 +263,7 @@ RULES: dict[str, Rule] = {
     "lm_max_tokens": _optional(_whole(2)),
     "lm_lr": _RATE,
     "source_lr_decay": _number(1),
+    "source_body_lr": _optional(_RATE),
 }
 
 #: Values rewritten once they pass: paths made absolute from the folder the check runs in (notebooks run

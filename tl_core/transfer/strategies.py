@@ -305,13 +305,20 @@ def set_trainable(model: SentimentLSTM, top_groups: int | None) -> list[str]:
     return list(reversed(training))
 
 
-def discriminative_groups(model: SentimentLSTM, lr: float, lr_decay: float) -> list[dict[str, Any]]:
+def discriminative_groups(model: SentimentLSTM, lr: float, lr_decay: float,
+                          body_lr: float | None = None) -> list[dict[str, Any]]:
     """AdamW parameter groups, the head at ``lr`` and each group below it at the rate above divided by
-    ``lr_decay`` (Howard & Ruder 2018 use 2.6). Any model with ``layer_groups()`` (input first) will do: a
-    language model's top group is its output layer (:func:`fine_tune_language_model`)."""
+    ``lr_decay`` (Howard & Ruder 2018 use 2.6). ``body_lr``: the rate of the group just below the head (a new head
+    on a pretrained body may need a far higher rate than the body stands); None: ``lr / lr_decay``. Any model with
+    ``layer_groups()`` (input first) will do: a language model's top group is its output layer
+    (:func:`fine_tune_language_model`)."""
+    if lr <= 0 or lr_decay <= 0 or (body_lr is not None and body_lr <= 0):
+        raise ValueError(f"learning rates and their decay must be positive, got lr={lr}, lr_decay={lr_decay}, "
+                         f"body_lr={body_lr}")
     groups = model.layer_groups()
-    return [{"params": params, "lr": lr / lr_decay ** (len(groups) - 1 - depth), "name": name}
-            for depth, (name, params) in enumerate(groups)]
+    top_of_body = lr / lr_decay if body_lr is None else body_lr
+    rates = [top_of_body / lr_decay ** (len(groups) - 2 - depth) for depth in range(len(groups) - 1)] + [lr]
+    return [{"params": params, "lr": rate, "name": name} for (name, params), rate in zip(groups, rates)]
 
 
 def training_plan(model: SentimentLSTM, strategy: Strategy, lr: float,
