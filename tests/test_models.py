@@ -107,6 +107,37 @@ def test_reading_in_pieces_stops_the_gradient_at_the_pieces_edge(backend):
     assert bool((grads[4, "concat"][1:11] > 0).all())
 
 
+@pytest.mark.parametrize("backend", BACKENDS + ["torch_padded"])
+def test_weight_drop_is_one_dropconnect_mask_per_batch(backend):
+    """While training, weight_drop runs the batch through the LSTM with one dropped copy of each hidden-to-hidden
+    matrix: the same logits as a model holding those dropped weights, for every piece of a review read in pieces;
+    the dropped entries get no gradient; the parameters stay untouched, and evaluation uses them whole."""
+    settings = dict(num_layers=2, bidirectional=False, bptt=4, embedding_dropout=0.0, output_dropout=0.0)
+    model = make_model(backend, weight_drop=0.5, **settings)
+    reference = make_model(backend, **settings)
+    reference.load_state_dict(model.state_dict())
+    before = {name: weight.clone() for name, weight in model.state_dict().items()}
+    batch = padded([list(range(1, 11)), [3, 2, 5], [7, 8, 9, 4, 4, 4]], 10)
+    torch.testing.assert_close(model(*batch), reference(*batch))  # eval: no mask
+
+    model.train()
+    torch.manual_seed(5)
+    logits = model(*batch)
+    torch.manual_seed(5)  # the same draws again: the masks the model used
+    masks = {name: torch.nn.functional.dropout(torch.ones_like(weight), 0.5)
+             for name, weight in model.lstm.named_parameters() if name.startswith("weight_hh")}
+    assert len(masks) == 2 and all(bool((mask == 0).any()) for mask in masks.values())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            getattr(reference.lstm, name).mul_(mask)
+    torch.testing.assert_close(logits, reference(*batch), atol=1e-6, rtol=1e-5)
+    logits.sum().backward()
+    for name, mask in masks.items():
+        gradient = getattr(model.lstm, name).grad
+        assert bool((gradient[mask == 0] == 0).all()) and bool((gradient[mask > 0] != 0).any())
+    assert all(torch.equal(weight, before[name]) for name, weight in model.state_dict().items())
+
+
 def test_bptt_is_checked():
     with pytest.raises(ValueError, match="bptt must be a non-negative integer"):
         ModelConfig(vocab_size=30, bidirectional=False, bptt=-1)
@@ -166,6 +197,7 @@ def test_layer_groups_cover_every_parameter_once():
     ("lstm_backend", "cudnn", "lstm_backend must be one of"),
     ("hidden_size", 0, "hidden_size must be a positive integer"),
     ("output_dropout", 1.0, r"output_dropout must be in \[0, 1\)"),
+    ("weight_drop", -0.1, r"weight_drop must be in \[0, 1\)"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 POOLINGS = ("last", "concat")
 LSTM_BACKENDS = ("fused", "torch", "torch_padded")
@@ -53,6 +54,7 @@ class ModelConfig(SavedConfig):
     embedding_dropout: float = 0.3  # dropout on the word vectors, before the LSTM
     lstm_dropout: float = 0.0  # dropout between stacked LSTM layers (as torch.nn.LSTM's dropout)
     output_dropout: float = 0.3  # dropout on the pooled features, before the head
+    weight_drop: float = 0.0  # DropConnect on the LSTM's hidden-to-hidden weights while training (AWD-LSTM, ULMFiT)
     pooling: str = "concat"  # "last": final states; "concat": last + max + mean over valid steps (ULMFiT)
     freeze_embeddings: bool = False  # keep the word vectors fixed during training
     lstm_backend: str = "fused"  # "fused": FusedLSTM; "torch": nn.LSTM, packed; "torch_padded": nn.LSTM, padded
@@ -67,7 +69,7 @@ class ModelConfig(SavedConfig):
         for name in ("vocab_size", "embedding_dim", "hidden_size", "num_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("embedding_dropout", "lstm_dropout", "output_dropout"):
+        for name in ("embedding_dropout", "lstm_dropout", "output_dropout", "weight_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not isinstance(self.bptt, int) or isinstance(self.bptt, bool) or self.bptt < 0:
@@ -183,27 +185,39 @@ class SentimentLSTM(nn.Module):
 
         lengths_cpu = check_lengths(lengths.to("cpu", torch.int64), tokens.shape[0], tokens.shape[1])
         words = self.embedding_dropout(self.embedding(tokens))
+        lstm = self._recurrence()
         bptt = self.config.bptt
         if not bptt or int(lengths_cpu.max()) <= bptt:
-            last, maximum, total = self._read(words, lengths_cpu, None)[:3]
+            last, maximum, total = self._read(lstm, words, lengths_cpu, None)[:3]
         else:
-            last, maximum, total = self._read_in_pieces(words, lengths_cpu, bptt)
+            last, maximum, total = self._read_in_pieces(lstm, words, lengths_cpu, bptt)
         if self.config.pooling == "last":
             return last
         return torch.cat([last, maximum, total / lengths_cpu.to(total)[:, None]], dim=1)
 
-    def _read(self, words: Tensor, lengths_cpu: Tensor, state):
-        """The LSTM over ``words`` (B, T, E) from ``state`` (None: zeros): the last layer's final state (B, D*H),
+    def _recurrence(self):
+        """The LSTM this batch runs through: ``self.lstm`` itself, or, while training with ``config.weight_drop``,
+        the same LSTM with one DropConnect mask on each hidden-to-hidden matrix for the whole batch (every piece of
+        a review read in pieces sees the same mask, as every window of AWD-LSTM's batch does). The parameters
+        themselves stay untouched; their gradient flows through the mask."""
+        if not (self.training and self.config.weight_drop):
+            return self.lstm
+        dropped = {name: F.dropout(weight, self.config.weight_drop)
+                   for name, weight in self.lstm.named_parameters() if name.startswith("weight_hh")}
+        return lambda *args: torch.func.functional_call(self.lstm, dropped, args)
+
+    def _read(self, lstm, words: Tensor, lengths_cpu: Tensor, state):
+        """``lstm`` (:meth:`_recurrence`) over ``words`` (B, T, E) from ``state`` (None: zeros): the last layer's final state (B, D*H),
         the max and the sum of the outputs over each review's valid steps (None with ``pooling="last"``), and the
         final ``(h_n, c_n)``."""
         if self.config.lstm_backend == "torch_padded":
-            output, (h_n, c_n) = self.lstm(words, state)  # runs on through the padding: pooled over the valid steps
+            output, (h_n, c_n) = lstm(words, state)  # runs on through the padding: pooled over the valid steps
         else:
             # Packed: the LSTM computes the valid steps only, and the pooling reads them where they lie, one row
             # per token, without a padded (B, T, H) copy of the output (measured with FusedLSTM, 64 reviews of 100 to
             # 800 tokens, 256 units: forward + backward 0.71 -> 0.59 s).
             packed = nn.utils.rnn.pack_padded_sequence(words, lengths_cpu, batch_first=True, enforce_sorted=False)
-            output, (h_n, c_n) = self.lstm(packed, state)
+            output, (h_n, c_n) = lstm(packed, state)
         # h_n holds each direction's state at the sequence's own last valid step (the reverse one at its start).
         batch = words.shape[0]
         last = h_n.view(self.config.num_layers, self.config.directions, batch, self.config.hidden_size)[-1]
@@ -219,7 +233,7 @@ class SentimentLSTM(nn.Module):
             total = output.masked_fill(~valid, 0.0).sum(dim=1)
         return last, maximum, total, (h_n, c_n)
 
-    def _read_in_pieces(self, words: Tensor, lengths_cpu: Tensor, bptt: int):
+    def _read_in_pieces(self, lstm, words: Tensor, lengths_cpu: Tensor, bptt: int):
         """:meth:`_read` piece by piece (BPT3C, see :meth:`encode`); the summaries combined over the pieces."""
         last = maximum = total = state = None
         for start in range(0, int(lengths_cpu.max()), bptt):
@@ -228,7 +242,7 @@ class SentimentLSTM(nn.Module):
             index = alive.to(words.device)
             piece = words[:, start:start + int(piece_lengths.max())].index_select(0, index)
             carried = None if state is None else tuple(s.index_select(1, index) for s in state)
-            piece_last, piece_max, piece_total, piece_state = self._read(piece, piece_lengths, carried)
+            piece_last, piece_max, piece_total, piece_state = self._read(lstm, piece, piece_lengths, carried)
             if state is None:  # the first piece: every review is in it
                 last, maximum, total = piece_last, piece_max, piece_total
                 state = tuple(s.detach() for s in piece_state)
