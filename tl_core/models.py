@@ -207,9 +207,9 @@ class SentimentLSTM(nn.Module):
         return lambda *args: torch.func.functional_call(self.lstm, dropped, args)
 
     def _read(self, lstm, words: Tensor, lengths_cpu: Tensor, state):
-        """``lstm`` (:meth:`_recurrence`) over ``words`` (B, T, E) from ``state`` (None: zeros): the last layer's final state (B, D*H),
-        the max and the sum of the outputs over each review's valid steps (None with ``pooling="last"``), and the
-        final ``(h_n, c_n)``."""
+        """``lstm`` (:meth:`_recurrence`) over ``words`` (B, T, E) from ``state`` (None: zeros): the last layer's
+        final state (B, D*H), the max and the sum of the outputs over each review's valid steps (None with
+        ``pooling="last"``), and the final ``(h_n, c_n)``."""
         if self.config.lstm_backend == "torch_padded":
             output, (h_n, c_n) = lstm(words, state)  # runs on through the padding: pooled over the valid steps
         else:
