@@ -233,6 +233,7 @@ RULES: dict[str, Rule] = {
     "source_weight_decay": _number(0),
     "source_patience": _whole(0),  # 0: never stop early (TrainConfig.patience)
     "compare_reviews": _whole(1),
+    "packed_reviews": _whole(1),
     "transfer_epochs": _whole(1),
     "transfer_lr": _RATE,
     "transfer_batch_size": _whole(1),
