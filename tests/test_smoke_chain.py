@@ -212,7 +212,8 @@ def test_source(smoke_run):
     assert 0.4 <= source["test_accuracy"] <= 1 and fraction(source["test_f1"]), (
         "an accuracy is a fraction; a model that learned nothing scores about 0.5 on the balanced test set")
     assert 1 <= source["epochs"] <= SMOKE["source_epochs"]
-    assert (source["comparison_reviews"], source["packed_reviews"]) == (SMOKE["compare_reviews"], SMOKE["packed_reviews"])
+    assert (source["comparison_reviews"], source["packed_reviews"]) == (
+        SMOKE["compare_reviews"], SMOKE["packed_reviews"])
     assert source["loss_curve_max_difference"] < 1e-3, "FusedLSTM and nn.LSTM (packed) train the same model"
     assert source["tokens_per_second_fused"] > 0
     assert (smoke_run["dir"] / "source_model.pt").stat().st_size > 0
