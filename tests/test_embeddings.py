@@ -15,7 +15,7 @@ from tl_core.embeddings import EmbeddingMatrix, embedding_matrix
 from tl_core.text import EOS_ID, PAD_ID, UNK_ID, Vocab
 
 from conftest import REPO
-from test_data import write_imdb_archive
+from test_data import REVIEWS, write_imdb_archive
 
 
 def topic_corpus(sentences: int = 1500, seed: int = 0) -> list[list[str]]:
@@ -68,10 +68,11 @@ def test_word2vec_bad_arguments():
 
 
 def test_word2vec_corpus_is_train_and_unsup_never_test(tmp_path):
-    write_imdb_archive(tmp_path)
+    # an unlabelled review that is a test review ("Loved it.") in other case and spacing: left out with the test
+    write_imdb_archive(tmp_path, {**REVIEWS, "train/unsup/2_0.txt": "  LOVED   it ."})
     corpus = embeddings.imdb_word2vec_corpus(tmp_path)
     words = {token for tokens in corpus for token in tokens}
-    assert len(corpus) == 4 + 2  # train + unsup of the small archive
+    assert len(corpus) == 4 + 2  # train + unsup of the small archive, without the copy of a test review
     assert {"masterpiece", "unlabelled", "awful"} <= words
     assert not {"boring", "loved"} & words  # only in test reviews
 

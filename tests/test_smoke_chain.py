@@ -171,7 +171,9 @@ def test_data(smoke_run):
     assert 2 < data["vocab_size"] <= data["vocab_max_size"]
     assert data["target"] == SMOKE["target"] and 0 < data["target_test"] < data["target_pool"]
     gap = data["domain_gap"]
-    assert gap[SMOKE["target"]]["texts"] == data["target_test"] + data["target_pool"]
+    assert gap[SMOKE["target"]]["texts"] == (data["target_test"] + data["target_pool"]
+                                             + data["target_pool_dropped_as_test"])
+    assert "unsup_dropped_as_test" in data, "how many unlabelled reviews the vocabulary left out as test copies"
     assert all(fraction(values["oov_token_share"]) and values["median_tokens"] > 0 for values in gap.values())
     assert gap[SMOKE["target"]]["oov_token_share"] > gap["imdb:test"]["oov_token_share"], (
         "the target has more words the IMDB vocabulary does not know than IMDB test has: the domain gap")

@@ -46,14 +46,18 @@ def available_cores() -> int:
 
 def imdb_word2vec_corpus(data_dir: str | os.PathLike | None = None, *, limit: int | None = None,
                          progress: bool = False) -> list[list[str]]:
-    """Tokenized IMDB train + unsup reviews (75,000), the corpus Word2Vec learns from; ``limit`` takes the first
-    ``limit`` reviews of each split (train is ordered negatives first, so a limit below 25,000 is lopsided; use it
-    for tests and exercises only). Introduced in notebooks/02_embeddings.ipynb."""
-    from .data import load_imdb
+    """Tokenized IMDB train + unsup reviews, the corpus Word2Vec learns from: the unlabelled reviews that are the
+    same text as a test review (:func:`tl_core.data.drop_test_texts`; 270 of the 50,000) are left out, as from the
+    language model's corpus, so no test text trains the vectors. ``limit`` takes the first ``limit`` reviews of
+    each split (train is ordered negatives first, so a limit below 25,000 is lopsided; use it for tests and
+    exercises only). Introduced in notebooks/02_embeddings.ipynb."""
+    from .data import drop_test_texts, load_imdb
 
     texts = []
     for split in WORD2VEC_SPLITS:
         split_texts = load_imdb(split, data_dir).texts
+        if split == "unsup":
+            split_texts, _ = drop_test_texts(split_texts, load_imdb("test", data_dir).texts)
         texts.extend(split_texts[:limit] if limit is not None else split_texts)
     return tokenize_all(texts, progress=progress, desc="tokenizing train+unsup")
 
