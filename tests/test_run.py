@@ -5,7 +5,7 @@ import json
 import nbformat
 import pytest
 
-from tl_core import run
+from tl_core import parameters, run
 from conftest import REPO
 
 
@@ -55,7 +55,7 @@ def test_profiles_and_overrides_reach_the_right_notebooks(course, tmp_path):
     ({"epoch": 3}, r"unknown parameter 'epoch'; the selected notebooks take: epochs, folder, mode, n_labels, name, "
                    r"rate, seed"),
     ({"mode": "medium"}, r"mode='medium' is not one of: fast, slow"),
-    ({"n_labels": 0}, r"n_labels=0: must be a whole number >= 1"),
+    ({"n_labels": 0}, r"n_labels=0: must be a whole number >= 4"),
     ({"seed": "three"}, r"seed='three' \(str\) but 00_first.ipynb expects int"),
     ({"seed": True}, r"expects int"),
     ({"rate": "fast"}, r"expects float"),
@@ -142,6 +142,24 @@ def test_setup_notebook_runs_with_papermill(tmp_path, shared_data_dir):
 def test_cli_rejects_unknown_parameter(capsys):
     assert run.main(["-p", "no_such_parameter", "1"]) == 2
     assert "unknown parameter 'no_such_parameter'" in capsys.readouterr().err
+
+
+def test_every_number_and_list_a_notebook_declares_has_a_range():
+    """A parameter whose range nobody checks reaches the notebook as it is (lm_finetune_epochs=0, bptt=-5): every
+    number or list the notebooks declare has a rule (parameters.RULES) or lists its choices ("one of: ...")."""
+    unchecked = sorted({name for notebook in run.discover_notebooks(REPO / "notebooks")
+                        for name, info in notebook.parameters.items()
+                        if name != "run_dir" and name not in parameters.RULES
+                        and not parameters.allowed_values(info.get("help", ""))
+                        and not isinstance(info.get("default"), (str, bool)) and info.get("default") != "None"
+                        and "str" not in info.get("inferred_type_name", "")})
+    assert not unchecked, f"parameters without a range check: {unchecked}"
+    for name, value, complaint in (("lm_finetune_epochs", 0, ">= 1"), ("lm_finetune_lr", -1.0, r"\(0, inf\)"),
+                                   ("bptt", -5, ">= 0"), ("fdu_n_labels", [2], ">= 4"), ("lm_cutoffs", [0], ">= 1"),
+                                   ("fdu_domains", ["kitchen"], "one of: apparel")):
+        with pytest.raises(parameters.ParameterError, match=rf"{name}=.*{complaint}"):
+            parameters.check({name: value})
+    assert parameters.check({"fdu_domains": [], "bptt": 0}) == {"fdu_domains": [], "bptt": 0}
 
 
 def test_repository_profiles_are_valid():
@@ -410,7 +428,7 @@ def transfer_course(tmp_path):
     ({"seed": -1}, r"seed=-1: must be a whole number >= 0"),
     ({"seeds": [1, 1]}, r"seeds=\[1, 1\]: names 1 twice"),
     ({"seeds": []}, r"seeds=\[\]: must be a non-empty list"),
-    ({"n_labels_grid": [10, 0]}, r"n_labels_grid=\[10, 0\]: 0 must be a whole number >= 1"),
+    ({"n_labels_grid": [10, 2]}, r"n_labels_grid=\[10, 2\]: 2 must be a whole number >= 4"),
     ({"n_labels": 100000}, r"n_labels: 100000 labels, but the pool of .*target.csv holds 80 labelled examples"),
     ({"n_labels_grid": [10, 81]}, r"n_labels_grid: 81 labels, but the pool .* holds 80"),
     ({"multiplier_n_labels": 30}, r"multiplier_n_labels=30 must be one of n_labels_grid=\[10, 20\]"),

@@ -1,5 +1,7 @@
 """The training loop (tl_core/train.py): it learns, it is deterministic, schedules, metrics, checkpoints."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,25 @@ def test_best_epoch_is_kept_and_early_stopping():
     config = train.TrainConfig(epochs=6, lr=0.0, patience=1, progress=False, device="cpu")  # lr 0: no gain
     history = train.fit(model, data, data, config, checkpoint=lambda m, info: saved.append(info["epoch"]))
     assert history.stopped_early and len(history.epochs) == 2 and history.best_epoch == 1 and saved == [1]
+
+
+def test_the_best_epochs_weights_are_restored():
+    """Validation on the training reviews with their labels flipped: the more the model learns, the worse it
+    scores, so epoch 1 is the best, the weights move on in epochs 2 and 3, and fit hands back epoch 1's."""
+    train.seed_everything(0)
+    model = SentimentLSTM(ModelConfig(vocab_size=len(VOCAB), embedding_dim=8, hidden_size=8, lstm_backend="torch"))
+    reviews, labels = synthetic_reviews(64, 1)
+    flipped = loader(reviews, [1 - label for label in labels])
+    best, starts = {}, {}
+    config = train.TrainConfig(epochs=6, lr=2e-2, patience=2, progress=False, device="cpu")
+    history = train.fit(model, loader(reviews, labels), flipped, config,
+                        checkpoint=lambda m, info: best.update({info["epoch"]: copy.deepcopy(m.state_dict())}),
+                        on_epoch_start=lambda epoch, m: starts.update({epoch: copy.deepcopy(m.state_dict())}))
+    assert history.best_epoch == 1 and list(best) == [1] and history.stopped_early and len(history.epochs) == 3
+    assert history.epochs[-1]["val_accuracy"] < history.epochs[0]["val_accuracy"]
+    assert not torch.equal(starts[3]["head.weight"], best[1]["head.weight"]), "training went on after epoch 1"
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, best[1][name]), name
 
 
 class DivergeAt(train.ClassifierObjective):

@@ -200,6 +200,11 @@ def test_sampling_protocol(tiny_task):
     assert len(set(draws.values())) == 3, "different seeds draw different examples"
     with pytest.raises(ValueError, match="n_labels=97 but the pool of .* holds only 96"):
         transfer.draw_training_data(tiny_task, 97, 1, 0.2)
+    for n_labels in (1, 2):  # one of each class at most: nothing left to validate on
+        with pytest.raises(ValueError, match=f"n_labels={n_labels} leaves .* 0 validation examples.*at least 4"):
+            transfer.draw_training_data(tiny_task, n_labels, 1, 0.25)
+    train_part, val_part = transfer.draw_training_data(tiny_task, 4, 1, 0.25)
+    assert train_part.label_counts() == val_part.label_counts() == {0: 1, 1: 1}
 
 
 def test_run_grid_pairs_the_draws_and_records_each_run(tiny_task, source, word2vec):

@@ -28,6 +28,7 @@ import yaml
 
 from .data import check_related_specs, check_target_spec, check_unlabelled_spec, load_target, split_target
 from .paths import find_dataset
+from .target_files import FDU_DOMAINS
 
 
 class ParameterError(ValueError):
@@ -204,9 +205,12 @@ RULES: dict[str, Rule] = {
     "unlabelled": _optional(_unlabelled),
     "seed": _whole(0),
     "seeds": _list_of(_whole(0), "seeds (whole numbers >= 0)"),
-    "n_labels": _whole(1),
-    "n_labels_grid": _list_of(_whole(1), "label counts (whole numbers >= 1)"),
-    "multiplier_n_labels": _whole(1),
+    # a draw of labels is split into training and validation, each class: at least two of each, so four
+    "n_labels": _whole(4),
+    "n_labels_grid": _list_of(_whole(4), "label counts (whole numbers >= 4)"),
+    "multiplier_n_labels": _whole(4),
+    "fdu_n_labels": _list_of(_whole(4), "label counts (whole numbers >= 4)"),
+    "fdu_domains": lambda value: None if value == [] else _list_of(_one_of(*FDU_DOMAINS), "FDU-MTL domains")(value),
     "strategies": _list_of(lambda value: None, "strategy names"),
     "vocab_min_freq": _whole(1),
     "vocab_max_size": _whole(3),  # the specials <pad>, <unk> and <eos> take three entries
@@ -263,8 +267,13 @@ RULES: dict[str, Rule] = {
     "lm_epochs": _whole(1),
     "lm_max_tokens": _optional(_whole(2)),
     "lm_lr": _RATE,
+    "lm_cutoffs": _list_of(_whole(1), "frequency ranks (whole numbers >= 1)"),
     "source_lr_decay": _number(1),
     "source_body_lr": _optional(_RATE),
+    "bptt": _whole(0),  # 0: back-propagate through the whole review
+    # ULMFiT's second stage (07)
+    "lm_finetune_epochs": _whole(1),
+    "lm_finetune_lr": _RATE,
 }
 
 #: Values rewritten once they pass: paths made absolute from the folder the check runs in (notebooks run

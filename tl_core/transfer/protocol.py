@@ -64,7 +64,12 @@ def draw_training_data(task: TargetTask, n_labels: int, seed: int, val_fraction:
         raise ValueError(f"n_labels={n_labels} but the pool of {task.spec} holds only {len(task.split.pool)} "
                          f"labelled examples (the test split of {len(task.split.test)} is never drawn from)")
     drawn = draw_labels(task.split.pool, n_labels, seed)
-    return train_val_split(drawn, val_fraction, seed)
+    train, val = train_val_split(drawn, val_fraction, seed)
+    if len(train) == 0 or len(val) == 0:  # early stopping and the best epoch would read an empty validation split
+        raise ValueError(f"n_labels={n_labels} leaves {len(train)} training and {len(val)} validation examples "
+                         f"(val_fraction={val_fraction} of each class, at least one of a class of two or more): "
+                         "draw at least 4 labels, two of each class")
+    return train, val
 
 
 def zero_shot(model: SentimentLSTM, task: TargetTask) -> dict[str, Any]:
