@@ -139,6 +139,8 @@ def test_numericalize_truncates_and_reports_lengths():
     assert [row.tolist() for row in encoded.ids] == [[3, 5, 7], [3, 4], [UNK_ID]]
     assert encoded.lengths.tolist() == [3, 2, 1]
     assert len(encoded) == 3
+    picked = encoded.take([2, 0])  # a sample keeps each text with its own length, in the order asked
+    assert [row.tolist() for row in picked.ids] == [[UNK_ID], [3, 5, 7]] and picked.lengths.tolist() == [1, 3]
     last = numericalize([["the", "film", "was", "good"]], vocab, max_len=2, keep="last")
     assert vocab.decode(last.ids[0]) == ["was", "good"]
     assert numericalize([["the"] * 10], vocab, max_len=None).lengths.tolist() == [10]

@@ -234,6 +234,11 @@ class Encoded(NamedTuple):
     def __len__(self) -> int:  # the number of texts (not of fields)
         return len(self.ids)
 
+    def take(self, indices: Sequence[int] | np.ndarray) -> "Encoded":
+        """The texts at ``indices``, in that order (a sample, a subset)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return Encoded([self.ids[i] for i in indices], self.lengths[indices])
+
 
 def numericalize(texts: Iterable[str | Sequence[str]], vocab: Vocab, max_len: int | None, *,
                  keep: str = "first") -> Encoded:
