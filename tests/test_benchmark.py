@@ -120,6 +120,7 @@ def test_unknown_shape_is_a_clear_error():
 
 def test_committed_results_are_valid(tmp_path):
     """Every committed result names its machine, meets the JSON layout the notebook reads, and has >= 10 runs."""
+    assert benchmark.committed_results("cpu"), "benchmarks/results/ holds CPU results: none were found"
     for path, result in benchmark.committed_results("cpu") + benchmark.committed_results("cuda"):
         assert result["repeats"] >= 10, path.name
         assert path.name.startswith(f"lstm-{result['device']}-{result['date']}-"), path.name

@@ -52,7 +52,8 @@ def test_an_unexecuted_notebook_is_refused_with_what_to_do(tmp_path):
 
 def test_every_committed_notebook_is_executed_and_named_in_order():
     notebooks = book.discover_notebooks()
-    assert [path.name[:2] for path in notebooks] == sorted(path.name[:2] for path in notebooks)
+    assert [path.name[:2] for path in notebooks] == [f"{number:02d}" for number in range(len(notebooks))], \
+        "numbered 00, 01, ... without a gap or a repeat"
     for notebook in notebooks:
         book.check_executed(notebook)
         assert book.title_of(notebook).startswith(notebook.name[:2])

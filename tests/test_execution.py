@@ -44,7 +44,7 @@ def crafted_notebook():
 
 def test_progress_frames_collapse_to_the_final_line_and_the_kernel_warning_goes():
     notebook = crafted_notebook()
-    assert execution.clean_outputs(notebook) == 6  # 5 outputs merged into others, 1 left empty
+    assert execution.clean_outputs(notebook) == 6  # 6 merged into the stream before them, none left empty
     outputs = notebook.cells[1].outputs
     assert [(output.output_type, output.get("name")) for output in outputs] == [
         ("stream", "stdout"), ("stream", "stderr"), ("display_data", None), ("stream", "stdout")]
@@ -52,6 +52,18 @@ def test_progress_frames_collapse_to_the_final_line_and_the_kernel_warning_goes(
     assert outputs[1].text == "UserWarning: a real warning\n"
     assert outputs[3].text == "epoch 1: 100%|##########|\ndone\n"
     assert not any("\r" in output.get("text", "") for output in outputs)
+
+
+def test_a_stream_left_empty_is_dropped():
+    """The kernel's warning alone on stderr (after a figure, so merged with nothing): nothing is left of it."""
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("work()", execution_count=1)
+    cell.outputs = [stream("result\n"), nbformat.v4.new_output("display_data", data={"text/plain": "<Figure>"}),
+                    stream(WARNING, "stderr")]
+    notebook.cells = [cell]
+    assert execution.clean_outputs(notebook) == 1
+    assert [(output.output_type, output.get("name")) for output in cell.outputs] == [
+        ("stream", "stdout"), ("display_data", None)]
 
 
 def test_stored_outputs_read_by_nbval_as_the_fresh_ones():
@@ -245,5 +257,7 @@ def test_commit_only_adds_an_appendix_to_the_committed_run_and_leaves_the_rest(t
 def test_the_record_of_run_json_agrees_with_the_copies(toy_course, tmp_path):
     out = tmp_path / "out"
     manifest = run.execute(run.plan("quick", run_dir=out, notebooks_dir=toy_course), log=quiet)
-    assert json.loads((out / "run.json").read_text())["run"] == manifest["run"]
-    assert set(manifest["run"]) == {"id", "started", "profile"}
+    recorded = json.loads((out / "run.json").read_text())["run"]
+    assert set(recorded) == {"id", "started", "profile"} and recorded["profile"] == "quick"
+    copies = sorted(out.glob("0*.ipynb"))
+    assert copies and all(identity_of(copy) == recorded for copy in copies), "every executed copy names this run"

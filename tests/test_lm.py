@@ -138,12 +138,17 @@ def test_locked_dropout_uses_one_mask_for_every_step():
 
 def test_word_dropout_drops_a_word_everywhere_it_occurs():
     torch.manual_seed(0)
-    ids = torch.tensor([[3, 4, 3, 5, 3, 4]] * 4)
-    vectors = torch.ones(4, 6, 2)
+    ids = torch.arange(3, V).repeat(4, 2)  # every word of the vocabulary but the specials, 8 times
+    vectors = torch.ones(*ids.shape, 2)
     dropped = lm.word_dropout(vectors, ids, V, 0.5, training=True)
-    for word in (3, 4, 5):
+    kept_words = []
+    for word in range(3, V):
         values = dropped[ids == word]
-        assert torch.equal(values, values[:1].expand_as(values))
+        assert torch.equal(values, values[:1].expand_as(values)), "a word is dropped everywhere or nowhere"
+        assert values[0, 0].item() in (0.0, 2.0), "a kept word is scaled by 1 / (1 - p)"
+        kept_words.append(values[0, 0].item() == 2.0)
+    assert 0 < sum(kept_words) < len(kept_words), "some words dropped, some kept"
+    assert torch.equal(lm.word_dropout(vectors, ids, V, 0.5, training=False), vectors)
 
 
 # ---- the output layers ---------------------------------------------------------------------------------------
@@ -203,16 +208,30 @@ def test_adaptive_softmax_equals_its_two_level_definition():
 
 
 def test_sampled_softmax_estimates_the_full_softmax_loss():
-    """With many samples the sampled loss (logits corrected by log expected count) approaches the exact one."""
+    """With many samples the sampled loss (logits corrected by log expected count) approaches the exact one. The
+    bias falls with the frequency rank, as a trained model's does, so that a correction which ignored the
+    proposal (uniform) would be off by far more than the tolerance."""
     torch.manual_seed(0)
     config = quiet_config(output_layer="sampled", sampled_words=20_000)
     layer = lm.SampledSoftmax(config)
-    features, weight, bias = torch.randn(64, 8), 0.5 * torch.randn(V, 8), torch.zeros(V)
+    features, weight = torch.randn(64, 8), 0.5 * torch.randn(V, 8)
+    bias = -torch.log(torch.arange(V, dtype=torch.float32) + 1)
     targets = torch.randint(3, V, (64,))
-    exact = F.cross_entropy(features @ weight.T, targets)
+    exact = F.cross_entropy(features @ weight.T + bias, targets)
     estimate = torch.stack([layer.training_loss(features, targets, weight, bias) for _ in range(5)]).mean()
-    assert abs(float(estimate - exact)) < 0.05 * float(exact)
+    assert abs(float(estimate - exact)) < 0.01 * float(exact)
     assert torch.allclose(layer.nll(features, targets, weight, bias).mean(), exact, atol=1e-5)
+
+
+def test_sampled_softmax_never_counts_the_target_as_a_negative(monkeypatch):
+    """Every sample is the target word itself: masked out, only the target's own logit is left, so the loss is 0
+    (unmasked, the 16 copies of the target would count against it)."""
+    config = quiet_config(output_layer="sampled", sampled_words=16)
+    layer = lm.SampledSoftmax(config)
+    target = 7
+    monkeypatch.setattr(torch, "multinomial", lambda weights, count, replacement: torch.full((count,), target))
+    loss = layer.training_loss(torch.randn(3, 8), torch.full((3,), target), torch.randn(V, 8), torch.zeros(V))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_tiny_model_learns_a_repeating_sequence():

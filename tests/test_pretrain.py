@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tl_core import lm, pretrain, text
+from tl_core import lm, pretrain, text, train
 
 WORDS = ["the", "movie", "was", "great", "bad", "plot", "is", "good", "a", "film", "and", "not"]
 
@@ -56,6 +56,7 @@ def test_two_processes_under_torchrun_train_the_same_model_as_one(tmp_path):
     two_model, two_payload = lm.load_language_model(run_dir / "two.pt", vocab.itos)
     assert one_payload["extra"]["processes"] == 1 and two_payload["extra"]["processes"] == 2
     assert one_payload["extra"]["train_tokens"] == two_payload["extra"]["train_tokens"] > 0
+    train.seed_everything(0)  # the seed pretrain starts from (TrainConfig.seed): its initial weights
     initial = lm.LanguageModel(one_model.config)  # to check that training moved the weights at all
     for (name, a), (_, b) in zip(one_model.state_dict().items(), two_model.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), name
@@ -77,6 +78,11 @@ def test_file_corpus_holds_texts_out_for_validation(tmp_path):
     vocab = text.Vocab.load(run_dir / text.VOCAB_FILE)
     first = pretrain.file_corpus(corpus, vocab, val_fraction=0.1, seed=0)
     assert len(first.train) == 180 and len(first.val) == 20
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    encoded = [tuple(row) for row in lm.encode_texts(lines, vocab)]
+    train_rows, val_rows = [tuple(row) for row in first.train], [tuple(row) for row in first.val]
+    assert sorted(train_rows + val_rows) == sorted(encoded), "every text once, in training or held out"
+    assert len(set(encoded)) == len(encoded) and not set(val_rows) & set(train_rows), "no held-out text trains"
     again = pretrain.file_corpus(corpus, vocab, val_fraction=0.1, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(first.val, again.val))
     one_line = tmp_path / "one.txt"

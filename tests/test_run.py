@@ -5,7 +5,7 @@ import json
 import nbformat
 import pytest
 
-from tl_core import parameters, run
+from tl_core import execution, parameters, run
 from conftest import REPO
 
 
@@ -173,11 +173,11 @@ def test_rerun_skips_complete_notebooks_and_redoes_stale_ones(course, tmp_path):
     run.execute(run.plan("quick", run_dir=out, notebooks_dir=course), log=quiet)
     lines = []
     run.execute(run.plan("quick", run_dir=out, notebooks_dir=course), log=lambda text, end="": lines.append(text))
-    assert all("complete already, skipped" in line for line in lines)
+    assert len(lines) == 2 and all("complete already, skipped" in line for line in lines), lines
     lines.clear()  # another value of seed: both notebooks are stale and run again
     run.execute(run.plan("quick", {"seed": 2}, run_dir=out, notebooks_dir=course),
                 log=lambda text, end="": lines.append(text))
-    assert not any("skipped" in line for line in lines)
+    assert lines and not any("skipped" in line for line in lines)
     assert json.loads((out / "out.json").read_text())["seed"] == 2
 
 
@@ -218,6 +218,19 @@ def test_sweep_runs_in_parallel_and_resumes(course, tmp_path, capsys):
     assert run.main(arguments) == 0
     second = capsys.readouterr().out
     assert "seed=1: complete already, skipped" in second and "seed=2: done in" in second
+
+
+def test_a_failing_sweep_point_is_reported_and_logged(course, tmp_path, capsys):
+    """One point of the sweep fails (seed=2): the other completes, the summary counts 1 of 2, the failed point's
+    output is in its runner.log, and the exit code says something failed."""
+    write_notebook(course / "02_check.ipynb", 'run_dir = "../runs/lab"\nseed = 0',
+                   body="if seed == 2:\n    raise ValueError('seed two is refused')")
+    arguments = ["--notebooks", str(course), "--run-dir", str(tmp_path / "sweep"), "--sweep", "seed=1,2"]
+    assert run.main(arguments) == 1
+    out = capsys.readouterr().out
+    assert "seed=1: done in" in out and "seed=2: FAILED after" in out and "1 of 2 runs complete" in out
+    assert "seed two is refused" in (tmp_path / "sweep" / "seed=2" / execution.RUNNER_LOG).read_text()
+    assert not (tmp_path / "sweep" / "seed=1" / execution.RUNNER_LOG).exists()
 
 
 def test_sweep_values_are_checked_before_anything_runs(course, tmp_path, capsys):

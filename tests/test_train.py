@@ -234,10 +234,14 @@ def test_discriminative_groups_and_epoch_hook():
             m.embedding.weight.requires_grad_(True)
 
     data = loader(*synthetic_reviews(64, 1))
-    train.fit(model, data, data, train.TrainConfig(epochs=3, patience=0, progress=False, device="cpu"),
-              param_groups=groups, on_epoch_start=unfreeze)
+    history = train.fit(model, data, data, train.TrainConfig(epochs=3, patience=0, progress=False, device="cpu"),
+                        param_groups=groups, on_epoch_start=unfreeze)
     assert seen == [1, 2, 3]
     assert moved == {1: False, 2: False, 3: True}, "frozen in epoch 1, trained once unfrozen in epoch 2"
+    # each group kept its own rate through the schedule: the last step's rates still fall by 2.6 per group
+    rates = [group["lr"] for group in groups]
+    assert rates[-1] == history.step_lrs[-1] > 0
+    assert all(upper / lower == pytest.approx(2.6) for lower, upper in zip(rates, rates[1:]))
 
 
 def test_checkpoint_round_trip_and_mismatches(tmp_path):

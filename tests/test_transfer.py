@@ -378,12 +378,34 @@ def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec
     assert "pseudo_labels" not in gradual
     unlabelled = len(tiny_task.split.pool) - 20
     assert 0 < selftrain["pseudo_labels"] <= round(0.5 * unlabelled)
-    assert 0.0 <= selftrain["pseudo_label_accuracy"] <= 1.0
     assert models[("selftrain", 20, 1)] is not models[("gradual", 20, 1)]
+    # the record's pseudo-labels are the kept gradual model's, and their accuracy is read from the pool's labels
+    train_part, val_part = transfer.draw_training_data(tiny_task, 20, 1, 0.25)
+    shares = {label: float(np.mean(train_part.labels == label)) for label in (0, 1)}
+    pseudo = transfer.pseudo_label(models[("gradual", 20, 1)], tiny_task,
+                                   transfer.unlabelled_texts(tiny_task, train_part.ids + val_part.ids, 1), 0.5, shares)
+    truth = dict(zip(tiny_task.split.pool.ids, tiny_task.split.pool.labels.tolist()))
+    assert len(pseudo) == selftrain["pseudo_labels"]
+    assert selftrain["pseudo_label_accuracy"] == pytest.approx(
+        np.mean([truth[id_] == label for id_, label in zip(pseudo.ids, pseudo.labels.tolist())]))
     alone, _ = transfer.run_grid(tiny_task, source, word2vec, ["selftrain"], [20], [1], config, batch_size=8,
                                  val_fraction=0.25, progress=False)
     assert alone[0]["accuracy"] == selftrain["accuracy"], "the reused first model is the one it would train"
     assert alone[0]["pseudo_labels"] == selftrain["pseudo_labels"]
+
+
+def test_run_grid_trains_selftrains_first_model_once(tiny_task, source, word2vec, monkeypatch):
+    """gradual and selftrain on one draw: gradual's model, then selftrain's second run: two trainings, not three."""
+    calls = []
+    real = transfer.grid.train_strategy
+    monkeypatch.setattr(transfer.grid, "train_strategy", lambda strategy, *args, **kwargs: (
+        calls.append(strategy.name), real(strategy, *args, **kwargs))[1])
+    monkeypatch.setattr(transfer.selftrain, "train_strategy", lambda strategy, *args, **kwargs: (
+        calls.append(strategy.name), real(strategy, *args, **kwargs))[1])
+    config = train.TrainConfig(epochs=1, lr=1e-2, patience=0, device="cpu")
+    transfer.run_grid(tiny_task, source, word2vec, ["gradual", "selftrain"], [20], [1], config, batch_size=8,
+                      val_fraction=0.25, progress=False)
+    assert len(calls) == 2, calls
 
 
 # ---------------------------------------------------------------------------------------- the n-gram model
@@ -774,7 +796,11 @@ def test_train_intermediate_then_the_intermediate_strategy(tiny_task, source, wo
     assert all(torch.equal(before[k], v) for k, v in source["state_dict"].items()), "the source payload is kept"
     assert any(not torch.equal(before[k], v) for k, v in stage.state_dict.items())
     assert stage.specs == [related] and stage.examples == 96 - stage.dropped
-    assert 0.0 <= stage.val_accuracy <= 1.0 and 0.0 <= stage.zero_shot_accuracy <= 1.0
+    kept = transfer.build_model(transfer.get_strategy("intermediate"), source, word2vec, 1, intermediate=stage)
+    assert stage.zero_shot_accuracy == train.evaluate(kept, tiny_task.test_loader())["accuracy"], \
+        "zero-shot: the stage's model on the target's test split"
+    best = stage.history.epochs[stage.history.best_epoch - 1]
+    assert stage.val_accuracy == best["val_accuracy"], "on the related validation part, at the epoch kept"
     assert len(stage.history.epochs) == 2 and set(stage.history.step_lrs) != {1e-2}, "a decaying rate"
     assert stage.summary()["examples"] == stage.examples
     records, models = transfer.run_grid(tiny_task, source, word2vec, ["intermediate"], [20], [1], config,
