@@ -396,12 +396,14 @@ def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec
 
 def test_run_grid_trains_selftrains_first_model_once(tiny_task, source, word2vec, monkeypatch):
     """gradual and selftrain on one draw: gradual's model, then selftrain's second run: two trainings, not three."""
-    calls = []
-    real = transfer.grid.train_strategy
-    monkeypatch.setattr(transfer.grid, "train_strategy", lambda strategy, *args, **kwargs: (
-        calls.append(strategy.name), real(strategy, *args, **kwargs))[1])
-    monkeypatch.setattr(transfer.selftrain, "train_strategy", lambda strategy, *args, **kwargs: (
-        calls.append(strategy.name), real(strategy, *args, **kwargs))[1])
+    calls, real = [], transfer.grid.train_strategy
+
+    def counted(strategy, *args, **kwargs):
+        calls.append(strategy.name)
+        return real(strategy, *args, **kwargs)
+
+    for module in (transfer.grid, transfer.selftrain):  # the grid's first models and self-training's second run
+        monkeypatch.setattr(module, "train_strategy", counted)
     config = train.TrainConfig(epochs=1, lr=1e-2, patience=0, device="cpu")
     transfer.run_grid(tiny_task, source, word2vec, ["gradual", "selftrain"], [20], [1], config, batch_size=8,
                       val_fraction=0.25, progress=False)

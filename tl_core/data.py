@@ -263,10 +263,10 @@ def _without_test_copies(dataset: TextDataset) -> TextDataset:
     """A dataset with a published test split, without the training examples whose text a test example also has
     (FDU-MTL's train files hold copies of test reviews: magazines 169 of its 400): they would train on test text.
     ``dropped_as_test`` counts them."""
-    test = set(np.asarray(dataset.fixed_test).tolist())
-    test_keys = {same_text_key(dataset.texts[index]) for index in test}
-    keep = [index for index in range(len(dataset))
-            if index in test or same_text_key(dataset.texts[index]) not in test_keys]
+    test = np.asarray(dataset.fixed_test, dtype=np.int64)
+    copies = copies_of_test(dataset.texts, [dataset.texts[index] for index in test])
+    copies[test] = False  # a test example is the same text as itself, and stays
+    keep = np.flatnonzero(~copies)
     kept = dataset.subset(keep)
     return replace(kept, fixed_test=np.flatnonzero(np.isin(np.asarray(keep), sorted(test))),
                    undecodable_lines=dataset.undecodable_lines, dropped_as_test=len(dataset) - len(keep))

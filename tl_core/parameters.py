@@ -205,7 +205,7 @@ RULES: dict[str, Rule] = {
     "unlabelled": _optional(_unlabelled),
     "seed": _whole(0),
     "seeds": _list_of(_whole(0), "seeds (whole numbers >= 0)"),
-    # a draw of labels is split into training and validation, each class: at least two of each, so four
+    # a draw of labels is split into training and validation by class: two of each class at least, so four
     "n_labels": _whole(4),
     "n_labels_grid": _list_of(_whole(4), "label counts (whole numbers >= 4)"),
     "multiplier_n_labels": _whole(4),
