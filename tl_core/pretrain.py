@@ -228,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if distributed.world_size > 1:
         import torch.distributed as dist
 
+        # every process waits here until the main one has saved: torn down while another still runs, gloo's threads
+        # can abort the process at exit ("terminate called without an active exception", seen once in CI)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
