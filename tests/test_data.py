@@ -555,7 +555,7 @@ def test_fdu_target_pool_and_fixed_test(tmp_path):
     assert dataset.name == "fdu:music"
     assert split.test.texts == ["great album !", "a flat , tired record"] and split.test.labels.tolist() == [1, 0]
     assert split.pool.texts == ["i don't skip a track", "noise", "dull"]  # the test review's copy is left out
-    assert split.pool.ids == ["train/1", "train/2", "train/4"] and dataset.dropped_as_test == 1
+    assert split.pool.ids == ["train/1", "train/2", "train/4"] and split.dropped_as_test == 1
 
 
 def test_fdu_line_that_is_not_utf8_is_decoded_with_replacement(tmp_path):
@@ -634,7 +634,7 @@ def test_fdu_domains_on_the_real_data(shared_data_dir, domain):
         dataset = data.load_target(f"fdu:{domain}", shared_data_dir)
     split = data.split_target(dataset)
     assert len(split.test) == 400 and 183 <= split.test.labels.sum() <= 217
-    assert len(split.pool) + dataset.dropped_as_test == {"camera_photo": 1597, "electronics": 1598,
+    assert len(split.pool) + split.dropped_as_test == {"camera_photo": 1597, "electronics": 1598,
                                                          "magazines": 1570}.get(domain, 1600)
     assert dataset.undecodable_lines == (1 if domain == "dvd" else 0)
     test_keys = {data.same_text_key(text) for text in split.test.texts}

@@ -259,19 +259,6 @@ def drop_test_texts(texts: list[str], test_texts: list[str]) -> tuple[list[str],
     return [text for text, copy in zip(texts, copies) if not copy], int(copies.sum())
 
 
-def _without_test_copies(dataset: TextDataset) -> TextDataset:
-    """A dataset with a published test split, without the training examples whose text a test example also has
-    (FDU-MTL's train files hold copies of test reviews: magazines 169 of its 400): they would train on test text.
-    ``dropped_as_test`` counts them."""
-    test = np.asarray(dataset.fixed_test, dtype=np.int64)
-    copies = copies_of_test(dataset.texts, [dataset.texts[index] for index in test])
-    copies[test] = False  # a test example is the same text as itself, and stays
-    keep = np.flatnonzero(~copies)
-    kept = dataset.subset(keep)
-    return replace(kept, fixed_test=np.flatnonzero(np.isin(np.asarray(keep), sorted(test))),
-                   undecodable_lines=dataset.undecodable_lines, dropped_as_test=len(dataset) - len(keep))
-
-
 # ------------------------------------------------------------------------------------------------ targets
 
 
@@ -283,7 +270,8 @@ def load_target(spec: str, data_dir: str | os.PathLike | None = None, *, encodin
     - ``"sst2"`` (GLUE SST-2: train.tsv and dev.tsv, dev marked as ``fixed_test``);
     - ``"fdu:DOMAIN"``, one of the ten FDU-MTL domains (Liu et al. 2017; ``FDU_DOMAINS``): the train file is the
       pool and the test file the ``fixed_test`` split; PTB clitics are joined back (``do n't`` -> ``don't``);
-      train reviews that are the same text as a test review are left out (``dropped_as_test`` counts them); a
+      train reviews that are the same text as a test review stay in the dataset, and :func:`split_target` leaves
+      them out of the pool (magazines: 186 train reviews repeat 163 of its 400 test reviews); a
       line that is not valid UTF-8 is decoded with replacement characters (``undecodable_lines``, and a warning);
     - or the path of a ``.csv``, ``.tsv`` or ``.jsonl`` file with a ``text`` column and a ``label`` column (0/1,
       negative/positive or neg/pos); see ``tl_core.tables`` for how each format is read (CSV quoting honoured
@@ -296,7 +284,7 @@ def load_target(spec: str, data_dir: str | os.PathLike | None = None, *, encodin
     if kind == "amazon":
         return load_amazon(dataset_path("amazon", data_dir) / AMAZON_DOMAINS[name], text_spec)
     if kind == "fdu":
-        return _without_test_copies(load_fdu(dataset_path("fdu", data_dir), name))
+        return load_fdu(dataset_path("fdu", data_dir), name)
     if text_spec == "sst2":
         return load_sst2(dataset_path("sst2", data_dir))
     return load_table_target(Path(text_spec), encoding)

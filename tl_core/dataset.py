@@ -32,9 +32,8 @@ class TextDataset:
     ratings: np.ndarray | None = None
     titles: list[str] | None = None
     fixed_test: np.ndarray | None = field(default=None, repr=False)
-    # What the loader had to repair or leave out, so that a caller can report it (FDU-MTL, notebooks/07):
+    # What the loader had to repair, so that a caller can report it (FDU-MTL, notebooks/07):
     undecodable_lines: int = 0  # lines of the files that were not valid UTF-8, decoded with U+FFFD in place
-    dropped_as_test: int = 0  # training lines left out because a test text is the same (data.same_text_key)
 
     def __post_init__(self) -> None:
         count = len(self.texts)
