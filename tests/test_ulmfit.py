@@ -207,6 +207,15 @@ def test_ulmfit_strategies_build_from_their_language_model(source):  # noqa: F81
     assert transfer.set_trainable(built["ulmfit"], 1) == ["head"]
 
 
+def test_ulmfit_classifier_reads_reviews_in_pieces_as_the_source_model_does(source):  # noqa: F811
+    models = {"target_language_model": payload_of(tiny_language_model(seed=2))}
+    ulmfit = transfer.get_strategy("ulmfit")
+    assert transfer.build_model(ulmfit, source, None, seed=0, language_models=models).config.bptt == 0
+    in_pieces = {**source, "model_config": {**source["model_config"], "bidirectional": False, "bptt": 5}}
+    assert transfer.build_model(ulmfit, in_pieces, None, seed=0, language_models=models).config.bptt == 5
+    assert transfer.build_model(ulmfit, in_pieces, None, seed=0, language_models=models, bptt=0).config.bptt == 0
+
+
 def test_a_missing_or_mismatched_language_model_is_a_clear_error(source, tiny_task):  # noqa: F811
     ulmfit = transfer.get_strategy("ulmfit")
     with pytest.raises(ValueError, match=r"start from the target language model, which was not given.*"

@@ -244,7 +244,7 @@ def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: n
     :func:`train_intermediate` (needed by ``init_from="intermediate"``); ``language_models`` the language models'
     checkpoint payloads by ``init_from`` (needed by :data:`LANGUAGE_MODEL_STARTS`): such a strategy gets
     :func:`tl_core.lm.classifier_from_language_model` (the language model's embedding and LSTM, sizes and all, and
-    a new concat-pooling head), with the source model's dropout and backend settings unless overridden, and the
+    a new concat-pooling head), with the source model's dropout, backend and ``bptt`` unless overridden, and the
     language model must share the source model's vocabulary. Seeded: random parts repeat per seed.
     A strategy with ``model="ngrams"`` gets a :class:`~tl_core.models.NgramClassifier` over the source
     vocabulary (its ids), all weights zero; ``config_overrides`` apply to the LSTM only.
@@ -285,8 +285,10 @@ def build_model(strategy: Strategy, source: dict[str, Any], embedding_weights: n
 
 
 #: What a classifier from a language model takes from the source model's config: how it regularises and runs,
-#: never its sizes (those are the language model's).
-_CLASSIFIER_SETTINGS = ("embedding_dropout", "lstm_dropout", "output_dropout", "lstm_backend", "padding_idx")
+#: never its sizes (those are the language model's). ``bptt`` too: the full profile's two-layer language model
+#: reads reviews in pieces in notebook 05 because its gradient through a whole review can reach infinity, and the
+#: same happens to its classifiers on a target (one diverged at epoch 7 on 256-token kitchen reviews).
+_CLASSIFIER_SETTINGS = ("embedding_dropout", "lstm_dropout", "output_dropout", "lstm_backend", "padding_idx", "bptt")
 
 
 def set_trainable(model: SentimentLSTM, top_groups: int | None) -> list[str]:
