@@ -226,6 +226,7 @@ RULES: dict[str, Rule] = {
     "bench_warmup": _whole(0),
     "bench_device": _optional(_one_of("cpu", "cuda")),
     "max_len": _whole(1),
+    "source_max_len": _whole(1),
     "batch_size": _whole(1),
     "hidden_size": _whole(1),
     "num_layers": _whole(1),
