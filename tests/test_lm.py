@@ -234,6 +234,29 @@ def test_sampled_softmax_never_counts_the_target_as_a_negative(monkeypatch):
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_sampled_softmax_gradients_are_the_same_bits_on_two_threads():
+    """The sampled loss's gradient adds many tokens' contributions into the same rows of the tied weight (a
+    language model's targets repeat): on 2 threads the sum must come out in the same order every time, so that a
+    seeded pretraining is repeatable (indexing's backward, weight[targets], adds them in the threads' order)."""
+    layer = lm.SampledSoftmax(quiet_config(output_layer="sampled", sampled_words=64))
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(8192, 32, generator=generator)
+    targets = torch.randint(3, 12, (8192,), generator=generator)  # 9 words: each row receives ~900 additions
+    base_weight, bias = torch.randn(V, 32, generator=generator), torch.zeros(V)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(6):
+            torch.manual_seed(1)  # the same samples each time
+            weight = base_weight.clone().requires_grad_()
+            layer.training_loss(features, targets, weight, bias).backward()
+            gradients.append(weight.grad)
+    finally:
+        torch.set_num_threads(saved)
+    assert all(torch.equal(gradient, gradients[0]) for gradient in gradients[1:])
+
+
 def test_a_tiny_model_learns_a_repeating_sequence():
     torch.manual_seed(0)
     cycle = np.array([3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])

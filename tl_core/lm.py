@@ -205,8 +205,11 @@ class SampledSoftmax(FullSoftmax):
     def training_loss(self, features, targets, weight, bias) -> Tensor:
         sampled = torch.multinomial(self.log_proposal.exp(), self.samples, replacement=True)
         log_expected = self.log_proposal + math.log(self.samples)  # log of how often each word is drawn
-        true_logits = (features * weight[targets]).sum(-1) + bias[targets]
-        sampled_logits = F.linear(features, weight[sampled], bias[sampled] - log_expected[sampled])
+        # index_select, not weight[targets]: its gradient adds rows in a fixed order, where indexing's backward on
+        # several CPU threads adds them in whatever order the threads run (the last bits would differ per run).
+        true_logits = ((features * weight.index_select(0, targets)).sum(-1) + bias.index_select(0, targets))
+        sampled_logits = F.linear(features, weight.index_select(0, sampled),
+                                  bias.index_select(0, sampled) - log_expected[sampled])
         # A sampled word that is the token's own target is not a negative for it.
         sampled_logits = sampled_logits.masked_fill(sampled.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
         logits = torch.cat([true_logits.unsqueeze(1), sampled_logits], dim=1)
