@@ -207,7 +207,7 @@ class SampledSoftmax(FullSoftmax):
         log_expected = self.log_proposal + math.log(self.samples)  # log of how often each word is drawn
         # index_select, not weight[targets]: its gradient adds rows in a fixed order, where indexing's backward on
         # several CPU threads adds them in whatever order the threads run (the last bits would differ per run).
-        true_logits = ((features * weight.index_select(0, targets)).sum(-1) + bias.index_select(0, targets))
+        true_logits = (features * weight.index_select(0, targets)).sum(-1) + bias.index_select(0, targets)
         sampled_logits = F.linear(features, weight.index_select(0, sampled),
                                   bias.index_select(0, sampled) - log_expected[sampled])
         # A sampled word that is the token's own target is not a negative for it.
