@@ -30,3 +30,11 @@ def shared_data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("TL_DATA_DIR is not set to a folder holding the datasets (see README: Data)")
     return Path(value)
+
+
+@pytest.fixture
+def cpu_threads():
+    """Sets torch's CPU thread count for one test (the test tier runs with one thread) and restores it after."""
+    saved = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(saved)

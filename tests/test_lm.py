@@ -234,7 +234,7 @@ def test_sampled_softmax_never_counts_the_target_as_a_negative(monkeypatch):
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_sampled_softmax_gradients_are_the_same_bits_on_two_threads():
+def test_sampled_softmax_gradients_are_the_same_bits_on_two_threads(cpu_threads):
     """The sampled loss's gradient adds many tokens' contributions into the same rows of the tied weight (a
     language model's targets repeat): on 2 threads the sum must come out in the same order every time, so that a
     seeded pretraining is repeatable (indexing's backward, weight[targets], adds them in the threads' order)."""
@@ -243,17 +243,13 @@ def test_sampled_softmax_gradients_are_the_same_bits_on_two_threads():
     features = torch.randn(8192, 32, generator=generator)
     targets = torch.randint(3, 12, (8192,), generator=generator)  # 9 words: each row receives ~900 additions
     base_weight, bias = torch.randn(V, 32, generator=generator), torch.zeros(V)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        gradients = []
-        for _ in range(6):
-            torch.manual_seed(1)  # the same samples each time
-            weight = base_weight.clone().requires_grad_()
-            layer.training_loss(features, targets, weight, bias).backward()
-            gradients.append(weight.grad)
-    finally:
-        torch.set_num_threads(saved)
+    cpu_threads(2)
+    gradients = []
+    for _ in range(6):
+        torch.manual_seed(1)  # the same samples each time
+        weight = base_weight.clone().requires_grad_()
+        layer.training_loss(features, targets, weight, bias).backward()
+        gradients.append(weight.grad)
     assert all(torch.equal(gradient, gradients[0]) for gradient in gradients[1:])
 
 

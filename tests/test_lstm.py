@@ -167,14 +167,6 @@ def uneven_batch(dtype, hidden, steps, num_layers, seed, bias=True):
     return reference, fused, input, hx, call_with_lengths(lengths, batch_first=True)
 
 
-@pytest.fixture
-def cpu_threads():
-    """Sets torch's CPU thread count for one test (the test tier runs with one thread) and restores it after."""
-    saved = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(saved)
-
-
 def restoring(setter, probe):
     """A fixture's body for one of _C's global settings: hands the setter to the test, and puts back the setting the
     test found (a setter returns the previous value, so probing it and setting that back reads it)."""
