@@ -37,6 +37,8 @@ help:
 	@echo "make test-assignments               autograde every assignment: instructor version and student version"
 	@echo "make book [RUN_DIR=runs/quick]      the course website from the committed notebooks, into build/book/html/"
 	@echo "make test-book                      the website in headless Chromium; screenshots in build/book/screenshots/"
+	@echo "make chromium                       install Debian's chromium for test-book (needs root), if it is missing"
+	@echo "make clean                          remove the build folders and the compiled extension"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
