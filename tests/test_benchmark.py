@@ -119,12 +119,33 @@ def test_unknown_shape_is_a_clear_error():
 
 
 def test_committed_results_are_valid(tmp_path):
-    """Every committed result names its machine, meets the JSON layout the notebook reads, and has >= 10 runs."""
+    """Every committed result has >= 10 runs and names its machine: lstm-<device>-<date>-<machine>, the machine as
+    machine_slug words it from the recorded CPU (or GPU) and core count, with -avx2 exactly for the AVX2-only
+    machines (benchmarks/results/README.md: the AVX-512 ones kept the bare name) and -busy<N> exactly for runs with
+    busy processes. It meets the layout the notebook reads: its table names the machine and the repeats and has one
+    row per shape and variant measured, with that row's forward+backward median."""
     assert benchmark.committed_results("cpu"), "benchmarks/results/ holds CPU results: none were found"
     for path, result in benchmark.committed_results("cpu") + benchmark.committed_results("cuda"):
         assert result["repeats"] >= 10, path.name
-        assert path.name.startswith(f"lstm-{result['device']}-{result['date']}-"), path.name
-        assert benchmark.format_table(result)
+        machine = result["machine"]
+        slug = benchmark.machine_slug({**machine, "cpu_kernel_isa": None})  # without the instruction set
+        assert path.name.startswith(f"lstm-{result['device']}-{result['date']}-{slug}"), path.name
+        if not machine.get("gpu"):
+            assert slug.endswith(f"-{machine['cpu_cores']}c"), slug
+            assert path.name.startswith(f"lstm-cpu-{result['date']}-{slug}-avx2") == (
+                machine.get("cpu_kernel_isa") == "avx2"), path.name
+        assert ("-busy" in path.name) == bool(result.get("busy")), path.name
+        if result.get("busy"):
+            assert path.name.endswith(f"-busy{result['busy']}.json"), path.name
+        table = benchmark.format_table(result)
+        header = table.splitlines()[0]
+        assert (machine.get("gpu") or machine["cpu"]) in header and f"medians of {result['repeats']} runs" in header
+        rows = {tuple(line.split()[:2]): line for line in table.splitlines() if line.strip()}
+        measured = [row for row in result["results"] if row["mode"] == "forward_backward"]
+        assert {row["shape"] for row in measured} == set(result["shapes"]), path.name
+        for row in measured:
+            line = rows[(row["shape"], row["variant"])]
+            assert line.split()[3] == f"{row['median_ms']:.1f}", (path.name, line)
 
 
 def test_committed_results_newest_first_by_date_then_idle_then_time_of_day(tmp_path, monkeypatch):

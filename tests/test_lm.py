@@ -401,16 +401,39 @@ def test_read_corpus_from_a_folder_or_a_file_and_its_errors(tmp_path):
 
 
 def test_perplexity_is_the_exponential_of_the_mean_nll():
+    """A model that gives every word probability 1/V (full softmax, tied word vectors and output bias zero: every
+    logit 0, whatever the LSTM computes) has mean loss log V and perplexity V, over every target of the stream."""
     torch.manual_seed(0)
-    model = lm.LanguageModel(quiet_config())
+    model = lm.LanguageModel(quiet_config(output_layer="full"))
+    with torch.no_grad():
+        model.embedding.weight.zero_()
+        model.output_bias.zero_()
     texts = [np.arange(3, 35)] * 3
     stream = lm.LMStream(texts, batch_size=2, bptt=7, variable=False, shuffle=False)
     result = lm.evaluate_perplexity(model, stream)
-    total, count, state = 0.0, 0, None
+    # 3 texts of 32 tokens and <eos>: 99 tokens, 2 rows of 49; each row's last token is no window's input
+    assert result["tokens"] == 2 * (99 // 2 - 1) == stream.tokens_per_epoch
+    assert result["loss"] == pytest.approx(math.log(V)) and result["perplexity"] == pytest.approx(V)
+
+
+def test_perplexity_carries_the_state_through_the_stream():
+    """The state is carried from window to window: a model with real weights, in eval mode, gives the same loss
+    for a stream read in 7-token windows as for the same stream read in one window; starting every window afresh
+    would not."""
+    torch.manual_seed(0)
+    model = lm.LanguageModel(quiet_config(output_layer="full", embedding_dropout=0.3, input_dropout=0.3))
     with torch.no_grad():
-        for tokens, targets in stream:
-            nll, state = model.nll(tokens, targets, state)
-            total, count = total + float(nll.sum()), count + nll.numel()
-    assert result["tokens"] == count == stream.tokens_per_epoch
-    assert result["perplexity"] == pytest.approx(math.exp(total / count))
-    assert math.log(V) * 0.5 < result["loss"] < math.log(V) * 2  # an untrained model: about uniform
+        model.output_bias.copy_(torch.randn(V))
+    model.train()  # evaluate_perplexity must switch the dropout off itself
+    texts = [np.random.default_rng(i).integers(3, V, 40) for i in range(3)]
+    windows = lm.LMStream(texts, batch_size=2, bptt=7, variable=False, shuffle=False)
+    whole = lm.LMStream(texts, batch_size=2, bptt=1000, variable=False, shuffle=False)
+    assert len(windows) == 9 and len(whole) == 1
+    read_in_windows, read_whole = lm.evaluate_perplexity(model, windows), lm.evaluate_perplexity(model, whole)
+    assert read_in_windows["tokens"] == read_whole["tokens"] == 2 * (123 // 2 - 1)  # 3 x (40 + <eos>), 2 rows
+    assert read_in_windows["loss"] == pytest.approx(read_whole["loss"], rel=1e-5)
+    assert read_in_windows["perplexity"] == pytest.approx(math.exp(read_whole["loss"]), rel=1e-5)
+    model.eval()  # as evaluate_perplexity reads it: only the carried state differs
+    with torch.no_grad():
+        afresh = torch.cat([model.nll(tokens, targets)[0].flatten() for tokens, targets in windows]).mean()
+    assert abs(float(afresh) - read_whole["loss"]) > 1e-3, "the state matters for this model"

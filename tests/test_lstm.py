@@ -229,17 +229,18 @@ def test_sequence_gemms_agree(kind, cpu_threads, sequence_gemm):
 
 
 def test_sequence_gemm_choice_is_checked(sequence_gemm):
-    """The default takes oneDNN's GEMM for large products (from 2**26 multiply-adds) where the build has it, ATen's
-    for small ones; a named kind is used for every size."""
+    """The default is "auto" (the setter returns the previous choice), which takes oneDNN's GEMM for large products
+    (from 2**26 multiply-adds) where the build has it, ATen's for small ones; a named kind is used for every size;
+    a bad name changes nothing."""
     from tl_core import _C
     with pytest.raises(RuntimeError, match="must be one of aten, onednn, auto"):
         sequence_gemm("mkl")
-    assert sequence_gemm("auto") in ("auto", "onednn", "aten")
+    assert sequence_gemm("auto") == "auto", "the default, still in place after the refused name"
     large = "onednn" if torch.backends.mkldnn.is_available() else "aten"
     assert _C.sequence_gemm_in_use(2**26 - 1) == "aten" and _C.sequence_gemm_in_use(2**26) == large
-    sequence_gemm("aten")
+    assert sequence_gemm("aten") == "auto"
     assert _C.sequence_gemm_in_use(2**30) == "aten"
-    sequence_gemm("onednn")
+    assert sequence_gemm("onednn") == "aten"
     assert _C.sequence_gemm_in_use(1) == large
 
 
@@ -344,6 +345,33 @@ def test_a_stalled_threads_rows_are_taken_over_with_the_same_results(dtype, equa
         window_stall(-1)
     with pytest.raises(RuntimeError, match="iterations must be >= 1"):
         _C.set_take_over_iterations(0)
+
+
+@pytest.fixture
+def take_over_iterations():
+    """Sets how many steps must be left in a window before another thread may take over its rows (a very large value
+    turns taking over off); restored after."""
+    from tl_core import _C
+    yield from restoring(_C.set_take_over_iterations, 16)
+
+
+def test_without_taking_over_the_results_do_not_depend_on_the_scheduler(cpu_threads, window_stall,
+                                                                          take_over_iterations):
+    """The README's "why runs differ": with taking over turned off, a 2-thread run whose row-0 thread stalls before
+    every step (as a descheduled thread would) gives the same bits as one that runs freely, outputs and every
+    gradient: which thread computes which rows no longer depends on timing, so seeded trainings repeat."""
+    from tl_core import _C
+    _, fused, input, hx, call = uneven_batch(torch.float32, hidden=24, steps=60, num_layers=2, seed=5)
+    cpu_threads(2)
+    take_over_iterations(2**40)
+    taken_before = _C.window_take_overs()
+    free = outputs_and_gradients(fused, input, hx, call)
+    window_stall(300)
+    stalled = outputs_and_gradients(fused, input, hx, call)
+    assert _C.window_take_overs() == taken_before, "taking over was off: no rows changed threads"
+    for free_part, stalled_part in zip(free, stalled):
+        assert len(free_part) == len(stalled_part)
+        assert all(torch.equal(a, b) for a, b in zip(free_part, stalled_part))
 
 
 @pytest.mark.parametrize("batch_sizes,windows,expected", [
@@ -776,15 +804,18 @@ def test_no_memory_growth_over_10000_forward_backward_calls(cpu_threads):
 
 
 def test_recurrent_gemm_choice_is_checked(recurrent_gemm, window_weight_limit):
-    """The default picks by size: oneDNN's GEMM where W_hh is above the window limit (4 MB: hidden 1150), MKL's
-    packed GEMM below (hidden 128), each where the build has it; a named kind is used for every size."""
+    """The default ("auto": the setter returns the previous choice) picks by size: oneDNN's GEMM where W_hh is above
+    the window limit (4 MB: hidden 1150), MKL's packed GEMM below (hidden 128), each where the build has it, else
+    the next one down (oneDNN -> MKL packed -> ATen); a named kind is used for every size."""
     from tl_core import _C
     with pytest.raises(RuntimeError, match="must be one of aten, mkl_packed, onednn, auto"):
         recurrent_gemm("blas")
-    assert recurrent_gemm("auto") in ("auto", "onednn", "mkl_packed", "aten")
-    if _C.packed_gemm_available():
-        assert _C.recurrent_gemm_in_use(128) == "mkl_packed"
-    assert _C.recurrent_gemm_in_use(1150) in ("onednn", "mkl_packed", "aten")
+    assert recurrent_gemm("auto") == "auto", "the default, still in place after the refused name"
+    # float32 W_hh: 4 * 128² * 4 bytes = 256 KiB, under the 4 MiB limit; 4 * 1150² * 4 bytes = 20 MiB, above it
+    small = "mkl_packed" if _C.packed_gemm_available() else "aten"
+    large = "onednn" if torch.backends.mkldnn.is_available() else small
+    assert _C.recurrent_gemm_in_use(128) == small
+    assert _C.recurrent_gemm_in_use(1150) == large
     if torch.backends.mkldnn.is_available():
         assert _C.recurrent_gemm_in_use(1150) == "onednn"
         window_weight_limit(0)

@@ -69,8 +69,18 @@ def test_bad_parameters_fail_before_anything_runs(course, tmp_path, overrides, m
 
 
 def test_good_values_of_each_type_pass(course, tmp_path):
-    run.plan("quick", {"rate": 1, "folder": None, "name": "y"}, run_dir=tmp_path / "o", notebooks_dir=course)
-    run.plan("quick", {"folder": "/data"}, run_dir=tmp_path / "o", notebooks_dir=course)
+    """An int where a float is declared, None and a str for Optional[str], a str for str: accepted, and handed to the
+    notebook that declares them as they were given (types included), with run_dir; 01 takes none of them."""
+    out = str((tmp_path / "o").resolve())
+    planned = run.plan("quick", {"rate": 1, "folder": None, "name": "y"}, run_dir=tmp_path / "o", notebooks_dir=course)
+    assert planned.parameters == {"rate": 1, "folder": None, "name": "y"}
+    first = planned.notebook_parameters["00_first"]
+    assert first == {"rate": 1, "folder": None, "name": "y", "run_dir": out}
+    assert [type(first[name]) for name in ("rate", "folder", "name", "run_dir")] == [int, type(None), str, str]
+    assert planned.notebook_parameters["01_second"] == {"run_dir": out}
+    planned = run.plan("quick", {"folder": "/data"}, run_dir=tmp_path / "o", notebooks_dir=course)
+    assert planned.notebook_parameters == {"00_first": {"folder": "/data", "run_dir": out},
+                                           "01_second": {"run_dir": out}}
 
 
 def test_parameter_of_an_unselected_notebook_is_unknown(course, tmp_path):

@@ -298,14 +298,33 @@ def test_run_grid_keeps_only_the_models_asked_for(tiny_task, source, word2vec):
     assert len(records) == 2 and set(models) == {("frozen", 20, 2)}
 
 
-def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec):
+def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec, monkeypatch):
+    """A Strategy object is trained as given: the grid hands the variant's recipe (the strategy without its name) to
+    train_strategy, and its setting takes effect: schedule="constant" trains every step at the run's rate, where
+    gradual's own STLR rises from lr / 32 (stlr_ratio) on the same draw."""
     from dataclasses import replace as variant
 
-    constant = variant(transfer.get_strategy("gradual"), name="gradual, constant rate", schedule="constant")
-    config = train.TrainConfig(epochs=1, patience=0, device="cpu")
-    records, _ = transfer.run_grid(tiny_task, source, word2vec, [constant], [20], [1], config, batch_size=8,
-                                   val_fraction=0.25, progress=False)
-    assert records[0]["strategy"] == "gradual, constant rate"
+    handed, real = [], transfer.grid.train_strategy
+
+    def recorded(strategy, *args, **kwargs):
+        model, history = real(strategy, *args, **kwargs)
+        handed.append((strategy, len(args[2]), history))  # args: source, embedding weights, train loader, ...
+        return model, history
+
+    monkeypatch.setattr(transfer.grid, "train_strategy", recorded)
+    gradual = transfer.get_strategy("gradual")
+    constant = variant(gradual, name="gradual, constant rate", schedule="constant")
+    config = train.TrainConfig(epochs=1, lr=2e-3, patience=0, device="cpu")
+    records, _ = transfer.run_grid(tiny_task, source, word2vec, ["gradual", constant], [20], [1], config,
+                                   batch_size=8, val_fraction=0.25, progress=False)
+    assert [r["strategy"] for r in records] == ["gradual", "gradual, constant rate"]
+    assert [strategy for strategy, _, _ in handed] == [gradual.recipe, constant.recipe]
+    (_, steps, stlr), (strategy, constant_steps, history) = handed
+    assert strategy.schedule == "constant" and strategy.gradual_unfreezing and strategy.lr_decay == 2.6
+    assert steps == constant_steps == 2  # 15 training examples (20 less a quarter for validation), batches of 8
+    assert history.step_lrs == pytest.approx([2e-3] * steps), "a constant rate: the run's lr at every step"
+    assert stlr.step_lrs == pytest.approx([2e-3 / 32, 2e-3]), "gradual's own schedule on the same draw: STLR"
+    assert records[1]["epochs_trained"] == len(history.epochs) == 1
 
 
 # ------------------------------------------------------------------------------------------------ self-training
@@ -809,8 +828,20 @@ def test_train_intermediate_then_the_intermediate_strategy(tiny_task, source, wo
                                         batch_size=8, val_fraction=0.25, progress=False, intermediate=stage,
                                         keep_models=True)
     assert [(r["strategy"], r["n_labels"], r["seed"]) for r in records] == [("intermediate", 20, 1)]
-    started = transfer.build_model(transfer.get_strategy("intermediate"), source, word2vec, 1, intermediate=stage)
-    assert torch.equal(started.embedding.weight, stage.state_dict["embedding.weight"])
+    # The grid's own model: two epochs of gradual unfreezing train the head, then the top LSTM layer too; the
+    # embedding and the lower LSTM layer never train, so they are still the stage's weights (not the source's).
+    grid_model = models[("intermediate", 20, 1)]
+    frozen = {name for name, _ in grid_model.named_parameters() if group_of(name) in ("embedding", "lstm layer 0")}
+    assert frozen and {"embedding.weight"} <= frozen
+    for name, parameter in grid_model.named_parameters():
+        if name in frozen:
+            assert torch.equal(parameter.detach(), stage.state_dict[name]), f"{name}: the stage's weights"
+            assert not torch.equal(parameter.detach(), source["state_dict"][name]), f"{name}: the stage moved it"
+    assert not torch.equal(grid_model.head.weight.detach(), stage.state_dict["head.weight"]), "the head trained"
+    # the top LSTM layer trains in epoch 2 only: it has moved exactly when that epoch's weights were kept
+    top_moved = any(not torch.equal(parameter.detach(), stage.state_dict[name])
+                    for name, parameter in grid_model.named_parameters() if group_of(name) == "lstm layer 1")
+    assert top_moved == (records[0]["best_epoch"] == 2), records[0]["best_epoch"]
 
 
 def test_intermediate_for_trains_one_stage_per_seed(tiny_task, source, tmp_path):
