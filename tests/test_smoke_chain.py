@@ -257,10 +257,16 @@ def test_fine_tuning(smoke_run):
     grid = SMOKE["n_labels_grid"]
     assert {(row["strategy"], row["n_labels"]) for row in tuning["summary"]} == {
         (strategy, n) for strategy in strategies_of("07_fine_tuning") for n in grid}
-    assert all(row["runs"] == len(SMOKE["seeds"]) and fraction(row["mean"]) and row["std"] >= 0
-               for row in tuning["summary"])
     assert {(r["strategy"], r["n_labels"], r["seed"]) for r in tuning["results"]} == expected_runs(
         strategies_of("07_fine_tuning"), grid)
+    for row in tuning["summary"]:  # each row: the mean and the sample spread (ddof=1) of its seeds' accuracies
+        accuracies = [r["accuracy"] for r in tuning["results"]
+                      if (r["strategy"], r["n_labels"]) == (row["strategy"], row["n_labels"])]
+        assert row["runs"] == len(accuracies) == len(SMOKE["seeds"]) and fraction(row["mean"])
+        mean = sum(accuracies) / len(accuracies)
+        squares = sum((accuracy - mean) ** 2 for accuracy in accuracies)
+        spread = math.sqrt(squares / (len(accuracies) - 1)) if len(accuracies) > 1 else 0.0
+        assert row["mean"] == pytest.approx(mean) and row["std"] == pytest.approx(spread, abs=1e-12), row
     assert tuning["unlabelled_texts"] > 0 and tuning["unlabelled_dropped_as_test"] >= 0
     fdu = tuning["fdu"]  # section 9, the FDU-MTL domains: finetune and ulmfit per domain, at each label count
     assert fdu["domains"] == SMOKE.get("fdu_domains", [])
