@@ -298,28 +298,36 @@ def test_run_grid_keeps_only_the_models_asked_for(tiny_task, source, word2vec):
     assert len(records) == 2 and set(models) == {("frozen", 20, 2)}
 
 
-def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec, monkeypatch):
+@pytest.fixture
+def trainings(monkeypatch):
+    """Every train_strategy call of the grid and of self-training's second run, in order: (the strategy handed
+    over, the number of training batches, the history)."""
+    calls, real = [], transfer.grid.train_strategy
+
+    def recorded(strategy, source, embedding_weights, train_loader, *args, **kwargs):
+        model, history = real(strategy, source, embedding_weights, train_loader, *args, **kwargs)
+        calls.append((strategy, len(train_loader), history))
+        return model, history
+
+    for module in (transfer.grid, transfer.selftrain):
+        monkeypatch.setattr(module, "train_strategy", recorded)
+    return calls
+
+
+def test_run_grid_takes_strategy_variants(tiny_task, source, word2vec, trainings):
     """A Strategy object is trained as given: the grid hands the variant's recipe (the strategy without its name) to
     train_strategy, and its setting takes effect: schedule="constant" trains every step at the run's rate, where
     gradual's own STLR rises from lr / 32 (stlr_ratio) on the same draw."""
     from dataclasses import replace as variant
 
-    handed, real = [], transfer.grid.train_strategy
-
-    def recorded(strategy, *args, **kwargs):
-        model, history = real(strategy, *args, **kwargs)
-        handed.append((strategy, len(args[2]), history))  # args: source, embedding weights, train loader, ...
-        return model, history
-
-    monkeypatch.setattr(transfer.grid, "train_strategy", recorded)
     gradual = transfer.get_strategy("gradual")
     constant = variant(gradual, name="gradual, constant rate", schedule="constant")
     config = train.TrainConfig(epochs=1, lr=2e-3, patience=0, device="cpu")
     records, _ = transfer.run_grid(tiny_task, source, word2vec, ["gradual", constant], [20], [1], config,
                                    batch_size=8, val_fraction=0.25, progress=False)
     assert [r["strategy"] for r in records] == ["gradual", "gradual, constant rate"]
-    assert [strategy for strategy, _, _ in handed] == [gradual.recipe, constant.recipe]
-    (_, steps, stlr), (strategy, constant_steps, history) = handed
+    assert [strategy for strategy, _, _ in trainings] == [gradual.recipe, constant.recipe]
+    (_, steps, stlr), (strategy, constant_steps, history) = trainings
     assert strategy.schedule == "constant" and strategy.gradual_unfreezing and strategy.lr_decay == 2.6
     assert steps == constant_steps == 2  # 15 training examples (20 less a quarter for validation), batches of 8
     assert history.step_lrs == pytest.approx([2e-3] * steps), "a constant rate: the run's lr at every step"
@@ -413,20 +421,12 @@ def test_run_grid_selftrain_reuses_the_recipes_model(tiny_task, source, word2vec
     assert alone[0]["pseudo_labels"] == selftrain["pseudo_labels"]
 
 
-def test_run_grid_trains_selftrains_first_model_once(tiny_task, source, word2vec, monkeypatch):
+def test_run_grid_trains_selftrains_first_model_once(tiny_task, source, word2vec, trainings):
     """gradual and selftrain on one draw: gradual's model, then selftrain's second run: two trainings, not three."""
-    calls, real = [], transfer.grid.train_strategy
-
-    def counted(strategy, *args, **kwargs):
-        calls.append(strategy.name)
-        return real(strategy, *args, **kwargs)
-
-    for module in (transfer.grid, transfer.selftrain):  # the grid's first models and self-training's second run
-        monkeypatch.setattr(module, "train_strategy", counted)
     config = train.TrainConfig(epochs=1, lr=1e-2, patience=0, device="cpu")
     transfer.run_grid(tiny_task, source, word2vec, ["gradual", "selftrain"], [20], [1], config, batch_size=8,
                       val_fraction=0.25, progress=False)
-    assert len(calls) == 2, calls
+    assert len(trainings) == 2, [strategy.name for strategy, _, _ in trainings]
 
 
 # ---------------------------------------------------------------------------------------- the n-gram model
