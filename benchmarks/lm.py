@@ -3,14 +3,18 @@
     .venv/bin/python benchmarks/lm.py                          # quick and full sizes, every output layer
     .venv/bin/python benchmarks/lm.py --sizes quick --quality-tokens 1500000   # + perplexity after N tokens each
 
-For each model size and each output layer (adaptive softmax, sampled softmax, the full softmax, and the full
+The sizes are the course's own: ``quick`` is notebook 04's language model as its defaults build it, ``full`` as
+``notebooks/params/full.yaml`` builds it (:func:`tl_core.pretrain.profile_lm_config`: sizes and dropouts), so
+the benchmark follows a change of the notebook. For each model size and each output layer (adaptive softmax, sampled softmax, the full softmax, and the full
 softmax over a smaller vocabulary), one training step (forward, backward, AdamW) on a batch of 64 windows of 70
 tokens is timed, round-robin so that load on the machine hits every variant alike (medians of ``--repeats``).
 The share of a step spent in the embedding and the LSTM layers is measured by timing the same step without the
 output layer (the features' sum as the loss). ``--quality-tokens N`` also trains each output layer on the same
 first N tokens of IMDB from the same start and reports the exact validation perplexity, so that speed can be
-weighed against what a step learns. The token ids are IMDB's (train + unsup, through the course tokenizer and a
-50,000-word vocabulary built here), read by the data path rule (TL_DATA_DIR). JSON into benchmarks/results/.
+weighed against what a step learns. The token ids are IMDB's (train + unsup less its copies of test reviews, as
+notebook 04 reads them: :func:`tl_core.pretrain.imdb_corpus`, its last 2,000 unlabelled reviews held out, through
+the course tokenizer and a 50,000-word vocabulary built here), read by the data path rule (TL_DATA_DIR). JSON
+into benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -19,22 +23,20 @@ import argparse
 import datetime
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tl_core import data, lm, text, train
+from tl_core import data, lm, pretrain, text, train
 from tl_core.artifacts import write_json
 from tl_core.benchmark import machine_description, machine_slug, time_side_by_side
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-#: Model sizes: the quick profile's language model and the full profile's.
-SIZES = {
-    "quick": dict(embedding_dim=100, hidden_size=128, num_layers=1),
-    "full": dict(embedding_dim=100, hidden_size=256, num_layers=2),
-}
+#: Model sizes: the profiles whose language model is measured (notebook 04's, under that profile).
+SIZES = ("quick", "full")
 #: Output layers compared: name -> LMConfig overrides and the vocabulary size it predicts.
 OUTPUT_LAYERS = {
     "adaptive 2k/10k": dict(output_layer="adaptive", cutoffs=(2000, 10000)),
@@ -47,13 +49,13 @@ OUTPUT_LAYERS = {
 BATCH, BPTT = 64, 70
 
 
-def imdb_token_ids(data_dir: str | None, reviews: int | None = None) -> tuple[list[np.ndarray], text.Vocab]:
-    train_texts = data.load_imdb("train", data_dir).texts + data.load_imdb("unsup", data_dir).texts
-    if reviews is not None:
-        train_texts = train_texts[::max(1, len(train_texts) // reviews)][:reviews]
-    tokens = text.tokenize_all(train_texts)
+def imdb_corpus(data_dir: str | None) -> tuple[pretrain.Corpus, text.Vocab]:
+    """Notebook 04's text (IMDB train + unsup, less the copies of test reviews, the last 2,000 unlabelled reviews
+    held out), with a vocabulary built from the texts it trains on, as notebook 01 builds it."""
+    unsup, _ = data.drop_test_texts(data.load_imdb("unsup", data_dir).texts, data.load_imdb("test", data_dir).texts)
+    tokens = text.tokenize_all(data.load_imdb("train", data_dir).texts + unsup)
     vocab = text.Vocab.build(tokens)
-    return text.numericalize(tokens, vocab, max_len=None).ids, vocab
+    return pretrain.imdb_corpus(vocab, data_dir), vocab
 
 
 def smaller_vocabulary(ids: list[np.ndarray], size: int) -> list[np.ndarray]:
@@ -74,13 +76,18 @@ def training_step(model: lm.LanguageModel, optimizer, tokens, targets, output: b
     return step
 
 
+def size_config(size: str, vocab_size: int, overrides: dict) -> lm.LMConfig:
+    """The profile's language model with another output layer (``overrides``)."""
+    return replace(pretrain.profile_lm_config(size, vocab_size), **overrides)
+
+
 def time_size(size: str, ids: list[np.ndarray], vocab_size: int, repeats: int, warmup: int) -> list[dict]:
     stream = lm.LMStream(ids, BATCH, BPTT, variable=False, shuffle=False, max_tokens=BATCH * (BPTT + 1) * 4)
     functions, rows = {}, []
     for name, overrides in OUTPUT_LAYERS.items():
         overrides = dict(overrides)
         words = overrides.pop("vocab_size", vocab_size)
-        config = lm.LMConfig(vocab_size=words, **SIZES[size], **overrides)
+        config = size_config(size, words, overrides)
         torch.manual_seed(0)
         model = lm.LanguageModel(config).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -108,7 +115,7 @@ def quality(size: str, ids: list[np.ndarray], vocab_size: int, tokens: int, val_
         words = overrides.pop("vocab_size", vocab_size)
         if words < vocab_size or name.startswith("full softmax"):
             continue  # not comparable (a smaller vocabulary), or too slow to train on a CPU
-        config = lm.LMConfig(vocab_size=vocab_size, **SIZES[size], **overrides)
+        config = size_config(size, vocab_size, overrides)
         torch.manual_seed(0)
         model = lm.LanguageModel(config)
         stream = lm.LMStream(ids, BATCH, BPTT, seed=0, max_tokens=tokens)
@@ -138,19 +145,18 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown sizes {unknown}; known: {', '.join(SIZES)}")
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
-    ids, vocab = imdb_token_ids(args.data_dir)
+    corpus, vocab = imdb_corpus(args.data_dir)
     result = {"benchmark": "language model training step, by output layer", "batch": BATCH, "bptt": BPTT,
               "date": datetime.date.today().isoformat(), "machine": machine_description(torch.device("cpu")),
               "load_average_before": load, "vocab_size": len(vocab), "rows": [], "quality": {}}
     for size in sizes:
-        rows = time_size(size, ids, len(vocab), args.repeats, args.warmup)
+        rows = time_size(size, corpus.train, len(vocab), args.repeats, args.warmup)
         result["rows"] += rows
         for row in rows:
             print(f"{size:>5} {row['output_layer']:<24} {row['step_ms']:8.1f} ms/step {row['tokens_per_second']:8,} "
                   f"tokens/s, LSTM {100 * row['lstm_share']:4.0f} % of the step", flush=True)
         if args.quality_tokens:
-            val_ids = ids[-2000:]
-            result["quality"][size] = quality(size, ids[:-2000], len(vocab), args.quality_tokens, val_ids)
+            result["quality"][size] = quality(size, corpus.train, len(vocab), args.quality_tokens, corpus.val)
     result["load_average_after"] = Path("/proc/loadavg").read_text().split()[:3] if load else None
     output = args.output or RESULTS_DIR / f"lm-cpu-{result['date']}-{machine_slug(result['machine'])}.json"
     write_json(output, result)

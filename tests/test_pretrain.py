@@ -102,3 +102,26 @@ def test_imdb_corpus_never_holds_a_test_review(shared_data_dir):
     unsup = data.load_imdb("unsup", str(shared_data_dir)).texts
     test_keys = {data.same_text_key(review) for review in data.load_imdb("test", str(shared_data_dir)).texts}
     assert sum(data.same_text_key(review) in test_keys for review in unsup) == corpus.dropped_as_test
+
+
+@pytest.mark.parametrize("profile", ["quick", "full", "gpu"])
+def test_profile_lm_config_is_the_model_notebook_04_builds(profile):
+    """benchmarks/lm.py measures the course's own language model: profile_lm_config must give the config that
+    notebook 04's own cell builds from the same profile's values (its code run here on them, with notebook 02's
+    vector size as the matrix's width)."""
+    from types import SimpleNamespace
+
+    import nbformat
+
+    from tl_core.course import notebook_values
+    from conftest import REPO
+
+    notebook = nbformat.read(REPO / "notebooks" / "04_language_model.ipynb", as_version=4)
+    cell = next(c.source for c in notebook.cells if c.cell_type == "code" and "config = lm.LMConfig(" in c.source)
+    statement = cell[cell.index("config = lm.LMConfig("):cell.index("\n", cell.index("sampled_words="))]
+    width = notebook_values("02", profile, REPO / "notebooks")["w2v_vector_size"]
+    namespace = {**notebook_values("04", profile, REPO / "notebooks"), "lm": lm, "vocab": range(50_000),
+                 "matrix": SimpleNamespace(dim=width)}
+    exec(statement, namespace)  # noqa: S102 (the notebook's own source)
+    assert pretrain.profile_lm_config(profile, 50_000, REPO / "notebooks") == namespace["config"]
+    assert namespace["config"].embedding_dim == width

@@ -534,3 +534,19 @@ def test_the_course_is_found_from_the_current_folder(course, tmp_path, tmp_path_
         find_notebooks()
     assert run.main(["params"]) == 2 and "--notebooks" in capsys.readouterr().err
     assert find_notebooks(tmp_path) == course  # the course folder given works as well as its notebooks/
+
+
+def test_notebook_values_are_its_defaults_under_a_profile(course):
+    """What code outside the notebooks reads to size things as a profile does: a notebook's own defaults, the
+    profile's values for its parameters on top, nothing of another notebook's."""
+    from tl_core.course import notebook_values
+
+    quick = notebook_values("01", "quick", course)
+    assert quick == {"run_dir": "../runs/lab", "seed": 0, "epochs": 2, "n_labels": 10}
+    assert notebook_values("01", "full", course) == {**quick, "epochs": 5}  # full.yaml: epochs 5
+    assert notebook_values("00", "full", course)["name"] == "x"
+    assert "epochs" not in notebook_values("00", "full", course)  # 01's parameter does not leak into 00
+    with pytest.raises(parameters.ParameterError, match="no notebook 07"):
+        notebook_values("07", "quick", course)
+    with pytest.raises(parameters.ParameterError, match="no profile 'huge'"):
+        notebook_values("01", "huge", course)

@@ -181,3 +181,14 @@ def execution_problem(path: str | os.PathLike) -> str | None:
         if not expected and any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
             return f"code cell {index} has an error output"
     return None
+
+
+def notebook_values(number: str, profile: str = "quick", notebooks_dir: str | os.PathLike | None = None
+                    ) -> dict[str, Any]:
+    """The parameter values notebook ``number`` (e.g. ``"04"``) runs with under ``profile``: its defaults, with the
+    profile's values for its parameters on top. For code outside the notebooks that must size things as a profile
+    does (``benchmarks/lm.py``, the benchmark shapes' tests)."""
+    found = [nb for nb in discover_notebooks(notebooks_dir) if nb.number == number]
+    if not found:
+        raise ParameterError(f"no notebook {number} in {find_notebooks(notebooks_dir)}")
+    return {**found[0].defaults(), **found[0].given_by(load_profile(profile, notebooks_dir))}

@@ -76,6 +76,24 @@ def file_corpus(path: str | Path, vocab: text.Vocab, val_fraction: float = 0.02,
                   f"{path} ({len(train_texts):,} texts; {held_out:,} held out)")
 
 
+def profile_lm_config(profile: str, vocab_size: int, notebooks_dir: str | os.PathLike | None = None
+                      ) -> lm.LMConfig:
+    """The language model that notebook 04 builds under ``profile`` (``"quick"``: its defaults; ``"full"``,
+    ``"gpu"``: ``notebooks/params/<profile>.yaml``), for a vocabulary of ``vocab_size`` words: its sizes, its
+    regularisation and its output layer, the embedding as wide as notebook 02's Word2Vec vectors. For code that
+    must measure the course's own model (``benchmarks/lm.py``); the notebook writes the same config out."""
+    from .course import notebook_values
+
+    values = notebook_values("04", profile, notebooks_dir)
+    embedding_dim = notebook_values("02", profile, notebooks_dir)["w2v_vector_size"]
+    return lm.LMConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_size=values["lm_hidden_size"],
+                       num_layers=values["lm_num_layers"],
+                       embedding_dropout=values["lm_embedding_dropout"], input_dropout=values["lm_input_dropout"],
+                       hidden_dropout=values["lm_hidden_dropout"], weight_drop=values["lm_weight_drop"],
+                       output_dropout=values["lm_output_dropout"], output_layer=values["lm_output_layer"],
+                       cutoffs=tuple(values["lm_cutoffs"]), sampled_words=values["lm_sampled_words"])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # One process or many
 # ----------------------------------------------------------------------------------------------------------------
