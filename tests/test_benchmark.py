@@ -1,11 +1,13 @@
 """The LSTM benchmark's pieces (tl_core/benchmark.py): lengths, work counts, timing, targets, presentation."""
 
 import math
+import re
 
 import pytest
 import torch
 
 from tl_core import benchmark, ops
+from conftest import REPO
 
 
 @pytest.mark.slow
@@ -120,20 +122,19 @@ def test_unknown_shape_is_a_clear_error():
 
 def test_committed_results_are_valid(tmp_path):
     """Every committed result has >= 10 runs and names its machine: lstm-<device>-<date>-<machine>, the machine as
-    machine_slug words it from the recorded CPU (or GPU) and core count, with -avx2 exactly for the AVX2-only
-    machines (benchmarks/results/README.md: the AVX-512 ones kept the bare name) and -busy<N> exactly for runs with
-    busy processes. It meets the layout the notebook reads: its table names the machine and the repeats and has one
-    row per shape and variant measured, with that row's forward+backward median."""
+    machine_slug words it from the recorded CPU (or GPU), core count and kernels' instruction set (-avx2 on the
+    AVX2-only machines; the AVX-512 ones keep the bare name, benchmarks/results/README.md), and -busy<N> exactly
+    for runs with busy processes. It meets the layout the notebook reads: its table names the machine and the
+    repeats and has one row per shape and variant measured, with that row's forward+backward median."""
     assert benchmark.committed_results("cpu"), "benchmarks/results/ holds CPU results: none were found"
     for path, result in benchmark.committed_results("cpu") + benchmark.committed_results("cuda"):
         assert result["repeats"] >= 10, path.name
         machine = result["machine"]
-        slug = benchmark.machine_slug({**machine, "cpu_kernel_isa": None})  # without the instruction set
-        assert path.name.startswith(f"lstm-{result['device']}-{result['date']}-{slug}"), path.name
+        prefix = f"lstm-{result['device']}-{result['date']}-{benchmark.machine_slug(machine)}"
+        assert path.name.startswith(prefix), path.name
+        assert not re.match(r"-(avx2|avx512|baseline)\b", path.name[len(prefix):]), path.name  # one set, the right one
         if not machine.get("gpu"):
-            assert slug.endswith(f"-{machine['cpu_cores']}c"), slug
-            assert path.name.startswith(f"lstm-cpu-{result['date']}-{slug}-avx2") == (
-                machine.get("cpu_kernel_isa") == "avx2"), path.name
+            assert f"-{machine['cpu_cores']}c" in prefix, prefix
         assert ("-busy" in path.name) == bool(result.get("busy")), path.name
         if result.get("busy"):
             assert path.name.endswith(f"-busy{result['busy']}.json"), path.name
@@ -170,16 +171,31 @@ def test_a_cpus_file_name_carries_its_kernels_instruction_set():
     machine = {"cpu": "AMD EPYC", "cpu_cores": 2}
     assert benchmark.machine_slug(machine) == "amd-epyc-2c"
     assert benchmark.machine_slug({**machine, "cpu_kernel_isa": "avx2"}) == "amd-epyc-2c-avx2"
-    assert benchmark.machine_slug({**machine, "cpu_kernel_isa": "avx512"}) == "amd-epyc-2c-avx512"
+    assert benchmark.machine_slug({**machine, "cpu_kernel_isa": "avx512"}) == "amd-epyc-2c"  # the first machine's
+    assert benchmark.machine_slug({**machine, "cpu_kernel_isa": "baseline"}) == "amd-epyc-2c-baseline"
     assert benchmark.machine_slug({"gpu": "NVIDIA H200", "cpu": "x", "cpu_cores": 16}) == "nvidia-h200"
 
 
 def test_lm_shapes_are_in_the_table_but_not_timed_by_default():
     assert benchmark.SHAPES["lm"] == benchmark.BenchmarkShape("lm", 64, 70, 400, 1150)
-    assert benchmark.SHAPES["lm_quick"] == benchmark.BenchmarkShape("lm_quick", 64, 70, 128, 128)
+    assert benchmark.SHAPES["lm_quick"] == benchmark.BenchmarkShape("lm_quick", 64, 70, 100, 256)
     assert set(benchmark.DEFAULT_SHAPES) == {"tutorial", "long", "small", "imdb"}
     assert benchmark.parse_args([]).shapes.split(",") == list(benchmark.DEFAULT_SHAPES)
     assert benchmark.parse_args(["--shapes", "lm,lm_quick"]).shapes == "lm,lm_quick"
+
+
+@pytest.mark.parametrize("shape, profile", [("lm_quick", "quick"), ("lm", "gpu")])
+def test_lm_shapes_are_the_profiles_language_model_layers(shape, profile):
+    """lm_quick is the quick profile's language model layer and lm the GPU profile's first one (AWD-LSTM's): a
+    window of lm_batch_size streams x lm_bptt tokens, from word vectors of w2v_vector_size (notebook 02) into
+    lm_hidden_size units (notebook 04). Changing a notebook's sizes without the shape fails here."""
+    from tl_core.course import notebook_values
+
+    lm_values = notebook_values("04", profile, REPO / "notebooks")
+    expected = benchmark.BenchmarkShape(shape, batch=lm_values["lm_batch_size"], steps=lm_values["lm_bptt"],
+                                        input_size=notebook_values("02", profile, REPO / "notebooks")["w2v_vector_size"],
+                                        hidden_size=lm_values["lm_hidden_size"])
+    assert benchmark.SHAPES[shape] == expected
 
 
 def test_busy_option_parsing(capsys):
