@@ -192,9 +192,9 @@ def test_lm_shapes_are_the_profiles_language_model_layers(shape, profile):
     from tl_core.course import notebook_values
 
     lm_values = notebook_values("04", profile, REPO / "notebooks")
+    width = notebook_values("02", profile, REPO / "notebooks")["w2v_vector_size"]
     expected = benchmark.BenchmarkShape(shape, batch=lm_values["lm_batch_size"], steps=lm_values["lm_bptt"],
-                                        input_size=notebook_values("02", profile, REPO / "notebooks")["w2v_vector_size"],
-                                        hidden_size=lm_values["lm_hidden_size"])
+                                        input_size=width, hidden_size=lm_values["lm_hidden_size"])
     assert benchmark.SHAPES[shape] == expected
 
 
