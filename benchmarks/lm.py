@@ -76,18 +76,22 @@ def training_step(model: lm.LanguageModel, optimizer, tokens, targets, output: b
     return step
 
 
-def size_config(size: str, vocab_size: int, overrides: dict) -> lm.LMConfig:
-    """The profile's language model with another output layer (``overrides``)."""
-    return replace(pretrain.profile_lm_config(size, vocab_size), **overrides)
+def output_layer_configs(size: str, vocab_size: int) -> list[tuple[str, int, lm.LMConfig]]:
+    """``(name, words, config)`` of each output layer: the profile's language model (read from the notebooks once)
+    with that output layer, over its vocabulary of ``words``."""
+    base = pretrain.profile_lm_config(size, vocab_size)
+    configs = []
+    for name, overrides in OUTPUT_LAYERS.items():
+        overrides = dict(overrides)
+        words = overrides.pop("vocab_size", vocab_size)
+        configs.append((name, words, replace(base, vocab_size=words, **overrides)))
+    return configs
 
 
 def time_size(size: str, ids: list[np.ndarray], vocab_size: int, repeats: int, warmup: int) -> list[dict]:
     stream = lm.LMStream(ids, BATCH, BPTT, variable=False, shuffle=False, max_tokens=BATCH * (BPTT + 1) * 4)
     functions, rows = {}, []
-    for name, overrides in OUTPUT_LAYERS.items():
-        overrides = dict(overrides)
-        words = overrides.pop("vocab_size", vocab_size)
-        config = size_config(size, words, overrides)
+    for name, words, config in output_layer_configs(size, vocab_size):
         torch.manual_seed(0)
         model = lm.LanguageModel(config).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -110,12 +114,9 @@ def time_size(size: str, ids: list[np.ndarray], vocab_size: int, repeats: int, w
 def quality(size: str, ids: list[np.ndarray], vocab_size: int, tokens: int, val_ids: list[np.ndarray]) -> dict:
     """Validation perplexity of each output layer after training on the same first ``tokens`` tokens."""
     results = {}
-    for name, overrides in OUTPUT_LAYERS.items():
-        overrides = dict(overrides)
-        words = overrides.pop("vocab_size", vocab_size)
+    for name, words, config in output_layer_configs(size, vocab_size):
         if words < vocab_size or name.startswith("full softmax"):
             continue  # not comparable (a smaller vocabulary), or too slow to train on a CPU
-        config = size_config(size, vocab_size, overrides)
         torch.manual_seed(0)
         model = lm.LanguageModel(config)
         stream = lm.LMStream(ids, BATCH, BPTT, seed=0, max_tokens=tokens)
