@@ -103,18 +103,38 @@ def test_notebook_07_fine_tunes_the_language_model_on_unlabelled_text(tiny_run, 
     unlabelled = tmp_path / "unlabelled.txt"
     planted = "  " + test_texts[0].upper() + "  "  # a test review, in other case and spacing: must be dropped
     unlabelled.write_text("\n".join([*data.load_target(str(pool_like)).texts, planted]) + "\n", encoding="utf-8")
+    # section 9 (the full profile's ten FDU-MTL domains) on one tiny domain in the FDU-MTL file format
+    fdu_root = tmp_path / "data"
+    (fdu_root / "fdu-mtl").mkdir(parents=True)
+    lines = {name: [f"{label}\t{' '.join(VOCAB[i] for i in review)}"
+                    for review, label in zip(*synthetic_reviews(count, seed))]
+             for name, count, seed in (("train", 60, 11), ("test", 20, 12), ("unlabel", 30, 13))}
+    planted_test = lines["test"][0].split("\t")[1].upper()  # a copy of a test review: must be dropped
+    fdu_unlabelled = [line.split("\t")[1] for line in lines["unlabel"]] + [planted_test]
+    for kind, content in (("train", lines["train"]), ("test", lines["test"]), ("unlabel", fdu_unlabelled)):
+        (fdu_root / "fdu-mtl" / f"music.task.{kind}").write_text("\n".join(content) + "\n", encoding="utf-8")
     assert run.main(["--only", "07", "--run-dir", str(run_dir), "-p", "target", str(target),
                      "-p", "unlabelled", str(unlabelled), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "2",
                      "-p", "n_labels_grid", "[20, 40]", "-p", "multiplier_n_labels", "20",
                      "-p", "strategies", "[scratch, finetune, ulmfit_imdb, ulmfit]", "-p", "lm_finetune_epochs", "1",
-                     "-p", "saliency_reviews", "2"]) == 0
+                     "-p", "saliency_reviews", "2", "-p", "data_dir", str(fdu_root),
+                     "-p", "fdu_domains", "[music]", "-p", "fdu_n_labels", "[20]"]) == 0
     grid = json.loads((run_dir / "metrics.json").read_text())["fine_tuning"]
     names = ("scratch", "finetune", "ulmfit_imdb", "ulmfit")
     assert sorted((r["strategy"], r["n_labels"], r["seed"]) for r in grid["results"]) == sorted(
         (name, n, seed) for n in (20, 40) for seed in (1, 2) for name in names)
     assert grid["unlabelled_dropped_as_test"] == 1
     assert grid["unlabelled_texts"] == 40 + 128  # the unlabelled file without the copy, and the pool's texts
-    for figure in ("07_learning_rates.png", "07_label_efficiency.png"):
+    fdu = grid["fdu"]
+    assert fdu["domains"] == ["music"]
+    assert fdu["language_models"]["music"]["dropped_as_test"] == 1  # the upper-cased copy of a test review
+    assert fdu["language_models"]["music"]["texts"] == 30 + 60  # the unlabelled file without it, and the pool
+    runs = [(r["domain"], r["strategy"], str(r["labels"]), r["seed"]) for r in fdu["results"]]
+    assert sorted(runs) == sorted(("music", name, labels, seed) for name in ("finetune", "ulmfit")
+                                  for labels in ("20", "all") for seed in (1, 2))
+    assert all(r["n_labels"] == 60 for r in fdu["results"] if r["labels"] == "all")
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["zero_shot"] > 0.9 for r in fdu["results"])  # the toy source
+    for figure in ("07_learning_rates.png", "07_label_efficiency.png", "07_fdu_domains.png"):
         assert (run_dir / figure).stat().st_size > 0
 
 
