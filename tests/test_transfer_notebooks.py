@@ -11,6 +11,7 @@ from tl_core import data, lm, run, train
 from tl_core.embeddings import EMBEDDINGS_FILE, EmbeddingMatrix
 from tl_core.models import ModelConfig, SentimentLSTM
 from tl_core.text import VOCAB_FILE, Vocab
+from test_data import write_fdu
 from test_train import VOCAB, loader, synthetic_reviews
 from test_transfer import write_target_csv
 
@@ -104,15 +105,12 @@ def test_notebook_07_fine_tunes_the_language_model_on_unlabelled_text(tiny_run, 
     planted = "  " + test_texts[0].upper() + "  "  # a test review, in other case and spacing: must be dropped
     unlabelled.write_text("\n".join([*data.load_target(str(pool_like)).texts, planted]) + "\n", encoding="utf-8")
     # section 9 (the full profile's ten FDU-MTL domains) on one tiny domain in the FDU-MTL file format
-    fdu_root = tmp_path / "data"
-    (fdu_root / "fdu-mtl").mkdir(parents=True)
     lines = {name: [f"{label}\t{' '.join(VOCAB[i] for i in review)}"
                     for review, label in zip(*synthetic_reviews(count, seed))]
              for name, count, seed in (("train", 60, 11), ("test", 20, 12), ("unlabel", 30, 13))}
     planted_test = lines["test"][0].split("\t")[1].upper()  # a copy of a test review: must be dropped
-    fdu_unlabelled = [line.split("\t")[1] for line in lines["unlabel"]] + [planted_test]
-    for kind, content in (("train", lines["train"]), ("test", lines["test"]), ("unlabel", fdu_unlabelled)):
-        (fdu_root / "fdu-mtl" / f"music.task.{kind}").write_text("\n".join(content) + "\n", encoding="utf-8")
+    fdu_root = write_fdu(tmp_path / "data", "music", lines["train"], lines["test"],
+                         [line.split("\t")[1] for line in lines["unlabel"]] + [planted_test])
     assert run.main(["--only", "07", "--run-dir", str(run_dir), "-p", "target", str(target),
                      "-p", "unlabelled", str(unlabelled), "-p", "seeds", "[1, 2]", "-p", "transfer_epochs", "2",
                      "-p", "n_labels_grid", "[20, 40]", "-p", "multiplier_n_labels", "20",
